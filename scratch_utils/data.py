@@ -1,0 +1,840 @@
+"""Data preparation: labelled photos -> COCO -> binary masks -> resized pairs with splits.
+
+Introduced in notebook 01. Three source formats share one code path:
+
+- ``aihub``: one JSON label per photo (AIHub "car part quality inspection": UTF-8 with or
+  without BOM, ``images[0].file_name``, ``annotations[].segmentation`` as a flat polygon,
+  ``attributes.quality`` 양품/불량품); photos found by file name anywhere under SOURCE.
+- ``coco``: one or more COCO instance files (a Roboflow export: ``_annotations.coco.json``
+  beside its images); every annotation is a defect unless it says ``quality: 양품``.
+- ``pairs``: ``images/`` + ``masks/`` with matching stems, or folders ``X`` + ``X_labels``
+  (or ``X_masks``) paired by stem or by sorted name (the medical course layout).
+
+Output contract (``DIR``): ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (L, 0/255),
+``coco.json`` (defect polygons at source resolution), ``manifest.csv`` and ``report.json``.
+
+Nothing under SOURCE is ever written, moved or deleted; outputs are written atomically;
+a re-run only prepares what is new or changed.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+
+from . import QUALITY_DEFECTIVE, QUALITY_GOOD
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_within
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+FORMATS = ("auto", "aihub", "coco", "pairs")
+FITS = ("stretch", "pad")
+QUALITY_ALIASES = {
+    QUALITY_GOOD: "good", "good": "good", "ok": "good", "normal": "good",
+    QUALITY_DEFECTIVE: "defective", "defective": "defective", "defect": "defective",
+    "ng": "defective", "bad": "defective",
+}
+MANIFEST_FIELDS = ["stem", "source_image", "label_file", "quality", "width", "height",
+                   "defect_share", "n_defects", "split"]
+STATE_FILE = ".prepare_state.json"
+# A prepared mask pixel is "defect" when at least this share of it is covered at source
+# resolution; a defect that would vanish entirely (a scratch thinner than one prepared
+# pixel) keeps every pixel it touches, so downscaling never erases a thin scratch.
+MIN_COVERAGE = 0.25
+# Bump when the preparation code changes what it writes: outputs are then re-made.
+PREPARE_VERSION = 1
+
+
+class PrepareError(Exception):
+    """SOURCE cannot be prepared at all (missing, unreadable, empty, nothing valid)."""
+
+
+class ItemError(Exception):
+    """One photo or label is bad: it is skipped with this message, the run goes on."""
+
+
+@dataclass
+class Item:
+    """One photo to prepare, with its labels already parsed and checked."""
+    stem: str
+    image: str                      # absolute path
+    source_image: str               # path relative to SOURCE (for the manifest)
+    label_file: str = ""            # relative to SOURCE; "" for mask pairs
+    label_path: str = ""            # absolute, for the up-to-date check
+    quality: str | None = None      # good | defective; None: from the mask (pairs)
+    polygons: list = field(default_factory=list)   # per defect: list of flat polygons
+    rles: list = field(default_factory=list)       # per defect: COCO RLE dicts
+    mask: str = ""                  # absolute path of a mask image (pairs)
+    declared_size: tuple | None = None             # (width, height) the label states
+    warnings: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settings:
+    size: int = 128
+    fit: str = "stretch"
+    min_coverage: float = MIN_COVERAGE
+
+    def key(self) -> str:
+        return json.dumps({**asdict(self), "version": PREPARE_VERSION}, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def read_json_label(path: str | os.PathLike) -> dict:
+    """Read a JSON label written with or without a UTF-8 BOM; ItemError when invalid."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ItemError(f"cannot read label: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ItemError(f"label is not UTF-8 text (byte {exc.start})") from exc
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ItemError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(payload, dict):
+        raise ItemError("invalid label: the top level is not a JSON object")
+    return payload
+
+
+def check_plain_file_name(name) -> str:
+    """An AIHub ``file_name`` must be a bare file name: no folders, no ``..``, not absolute."""
+    if not isinstance(name, str) or not name.strip():
+        raise ItemError("images[0].file_name is missing or empty")
+    if "/" in name or "\\" in name or name in {".", ".."} or os.path.isabs(name):
+        raise ItemError(f"file_name {name!r} has a directory part; only a plain file name "
+                        f"is accepted (nothing is read outside SOURCE)")
+    return name
+
+
+def parse_polygons(segmentation, width: int, height: int, where: str,
+                   warnings: list) -> list[list[float]]:
+    """Flat polygon(s) -> list of valid flat polygons clipped to the image.
+
+    Accepts AIHub's single flat list ``[x1, y1, ...]`` and COCO's list of such lists.
+    Polygons with fewer than 3 points or non-numeric values are dropped with a warning;
+    points outside the image are clipped (with a warning).
+    """
+    if isinstance(segmentation, list) and segmentation and all(
+            isinstance(v, (int, float)) for v in segmentation):
+        candidates = [segmentation]
+    elif isinstance(segmentation, list):
+        candidates = segmentation
+    else:
+        warnings.append(f"{where}: segmentation is not a polygon list: dropped")
+        return []
+    polygons = []
+    for k, poly in enumerate(candidates):
+        tag = f"{where} polygon {k + 1}"
+        if not isinstance(poly, list) or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
+            warnings.append(f"{tag}: coordinates are not numbers: dropped")
+            continue
+        if len(poly) < 6 or len(poly) % 2:
+            warnings.append(f"{tag}: has {len(poly) // 2} point(s), a polygon needs at "
+                            f"least 3: dropped")
+            continue
+        xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        clipped = np.clip(xy, [0, 0], [width, height])
+        if not np.array_equal(clipped, xy):
+            warnings.append(f"{tag}: extends outside the {width}x{height} image: clipped")
+        x, y = clipped[:, 0], clipped[:, 1]
+        if 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) <= 0:
+            warnings.append(f"{tag}: has no area inside the image: dropped")
+            continue
+        polygons.append([round(float(v), 2) for v in clipped.reshape(-1)])
+    return polygons
+
+
+def normalise_quality(value, where: str) -> str:
+    quality = QUALITY_ALIASES.get(str(value).strip().lower() if value is not None else "")
+    if quality is None:
+        raise ItemError(f"{where}: quality {value!r} is neither 양품 (good) nor 불량품 (defective)")
+    return quality
+
+
+# --------------------------------------------------------------------------- discovery
+
+@dataclass
+class Scan:
+    images: list = field(default_factory=list)   # Path
+    jsons: list = field(default_factory=list)    # Path
+    skipped: list = field(default_factory=list)  # {"file", "reason"}
+
+
+def scan_source(source: Path) -> Scan:
+    """Every image and JSON file under SOURCE; hidden folders and links leaving SOURCE skipped."""
+    scan = Scan()
+
+    def on_error(exc: OSError):
+        scan.skipped.append({"file": _rel(Path(exc.filename), source),
+                             "reason": f"cannot read folder: {exc.strerror}"})
+
+    for folder, dirs, files in os.walk(source, onerror=on_error):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            suffix = path.suffix.lower()
+            if suffix not in IMAGE_EXTENSIONS and suffix != ".json":
+                continue
+            if path.is_symlink() and not is_within(path, source):
+                scan.skipped.append({"file": _rel(path, source),
+                                     "reason": "link points outside SOURCE: not followed"})
+                continue
+            (scan.jsons if suffix == ".json" else scan.images).append(path)
+    return scan
+
+
+def _pair_folders(source: Path) -> list[tuple[Path, Path]]:
+    """Folders of photos and their masks: images/+masks/, or X/ + X_labels|X_masks|X_label."""
+    pairs = []
+    for folder in sorted([source, *[p for p in source.rglob("*") if p.is_dir()]]):
+        if any(part.startswith(".") for part in folder.relative_to(source).parts):
+            continue
+        if (folder / "images").is_dir() and (folder / "masks").is_dir():
+            pairs.append((folder / "images", folder / "masks"))
+        for suffix in ("_labels", "_masks", "_label", "_mask"):
+            if folder.name.endswith(suffix):
+                partner = folder.with_name(folder.name[: -len(suffix)])
+                if partner.is_dir():
+                    pairs.append((partner, folder))
+    return pairs
+
+
+def detect_format(source: Path, scan: Scan) -> str:
+    if _pair_folders(source) and not scan.jsons:
+        return "pairs"
+    for path in scan.jsons:
+        try:
+            payload = read_json_label(path)
+        except ItemError:
+            continue
+        if "categories" in payload or len(payload.get("images") or []) > 1:
+            return "coco"
+        if payload.get("images") is not None:
+            return "aihub"
+    if _pair_folders(source):
+        return "pairs"
+    raise PrepareError(f"cannot tell the format of {source}: no AIHub labels, COCO file "
+                       f"or images/+masks/ folders found (pass --format)")
+
+
+def _image_index(images: list[Path]) -> dict[str, list[Path]]:
+    index = defaultdict(list)
+    for path in images:
+        index[path.name].append(path)
+        index[path.name.lower()].append(path) if path.name.lower() != path.name else None
+    return index
+
+
+def _closest(candidates: list[Path], label: Path, source: Path) -> Path | None:
+    """The candidate whose folder path best matches the label's (parallel label/data trees)."""
+    label_parts = label.parent.relative_to(source).parts
+
+    def shared_suffix(path: Path) -> int:
+        parts = path.parent.relative_to(source).parts
+        n = 0
+        while n < min(len(parts), len(label_parts)) and parts[-1 - n] == label_parts[-1 - n]:
+            n += 1
+        return n
+
+    scores = sorted(((shared_suffix(p), p) for p in candidates), reverse=True)
+    if len(scores) > 1 and scores[0][0] == scores[1][0]:
+        return None
+    return scores[0][1]
+
+
+def discover_aihub(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
+    skipped = list(scan.skipped)
+    index = _image_index(scan.images)
+    used: dict[Path, str] = {}
+    items = []
+    for label_path in scan.jsons:
+        label_rel = _rel(label_path, source)
+        try:
+            payload = read_json_label(label_path)
+            images = payload.get("images")
+            if not isinstance(images, list) or not images or not isinstance(images[0], dict):
+                raise ItemError("label has no images[0] entry")
+            meta = images[0]
+            name = check_plain_file_name(meta.get("file_name"))
+            try:
+                width, height = int(meta["width"]), int(meta["height"])
+            except (KeyError, TypeError, ValueError):
+                raise ItemError("images[0] has no valid width/height") from None
+            if width <= 0 or height <= 0:
+                raise ItemError(f"images[0] size {width}x{height} is not positive")
+            candidates = index.get(name) or index.get(name.lower()) or []
+            if not candidates:
+                raise ItemError(f"image {name!r} not found under SOURCE")
+            image_path = candidates[0] if len(candidates) == 1 else _closest(
+                candidates, label_path, source)
+            if image_path is None:
+                raise ItemError(f"image name {name!r} is ambiguous: "
+                                + ", ".join(_rel(c, source) for c in candidates))
+            if image_path in used:
+                raise ItemError(f"duplicate: image {_rel(image_path, source)} is also "
+                                f"labelled by {used[image_path]}")
+            annotations = payload.get("annotations") or []
+            if not isinstance(annotations, list):
+                raise ItemError("annotations is not a list")
+            warnings: list[str] = []
+            qualities, polygons = [], []
+            for k, ann in enumerate(annotations):
+                where = f"{label_rel} annotation {k + 1}"
+                if not isinstance(ann, dict):
+                    raise ItemError(f"annotation {k + 1} is not an object")
+                quality = normalise_quality((ann.get("attributes") or {}).get("quality"), where)
+                qualities.append(quality)
+                if quality == "defective":
+                    polys = parse_polygons(ann.get("segmentation"), width, height, where, warnings)
+                    if polys:
+                        polygons.append(polys)
+            quality = "defective" if "defective" in qualities else "good"
+            if quality == "defective" and not polygons:
+                raise ItemError("defective label has no usable defect polygon")
+        except ItemError as exc:
+            skipped.append({"file": label_rel, "reason": str(exc)})
+            continue
+        used[image_path] = label_rel
+        items.append(Item(stem=image_path.stem, image=str(image_path),
+                          source_image=_rel(image_path, source), label_file=label_rel,
+                          label_path=str(label_path), quality=quality, polygons=polygons,
+                          declared_size=(width, height), warnings=warnings))
+    for path in scan.images:
+        if path not in used:
+            skipped.append({"file": _rel(path, source), "reason": "image has no label"})
+    return items, skipped
+
+
+def discover_coco(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
+    skipped = list(scan.skipped)
+    items, used = [], set()
+    coco_files = []
+    for path in scan.jsons:
+        try:
+            payload = read_json_label(path)
+        except ItemError as exc:
+            skipped.append({"file": _rel(path, source), "reason": str(exc)})
+            continue
+        if not isinstance(payload.get("images"), list) or "annotations" not in payload:
+            skipped.append({"file": _rel(path, source),
+                            "reason": "not a COCO instance file (no images/annotations lists)"})
+            continue
+        coco_files.append((path, payload))
+    if not coco_files:
+        raise PrepareError(f"no COCO instance JSON found under {source}")
+    for coco_path, payload in coco_files:
+        coco_rel = _rel(coco_path, source)
+        by_image = defaultdict(list)
+        for ann in payload.get("annotations") or []:
+            if isinstance(ann, dict):
+                by_image[ann.get("image_id")].append(ann)
+        for meta in payload["images"]:
+            where = f"{coco_rel} image {meta.get('id') if isinstance(meta, dict) else '?'}"
+            try:
+                if not isinstance(meta, dict):
+                    raise ItemError("image entry is not an object")
+                name = meta.get("file_name")
+                if not isinstance(name, str) or not name:
+                    raise ItemError("file_name is missing")
+                if os.path.isabs(name) or ".." in Path(name.replace("\\", "/")).parts:
+                    raise ItemError(f"file_name {name!r} leaves SOURCE; only paths inside "
+                                    f"SOURCE are accepted")
+                image_path = coco_path.parent / name
+                if not image_path.is_file():
+                    raise ItemError(f"image {name!r} not found next to {coco_rel}")
+                if not is_within(image_path, source):
+                    raise ItemError(f"image {name!r} resolves outside SOURCE")
+                if image_path.resolve() in used:
+                    raise ItemError(f"duplicate: image {name!r} is listed twice")
+                width, height = int(meta["width"]), int(meta["height"])
+                warnings: list[str] = []
+                polygons, rles = [], []
+                for k, ann in enumerate(by_image.get(meta.get("id"), [])):
+                    ann_where = f"{where} annotation {ann.get('id', k + 1)}"
+                    quality = (ann.get("attributes") or {}).get("quality")
+                    if quality is not None and normalise_quality(quality, ann_where) == "good":
+                        continue
+                    segmentation = ann.get("segmentation")
+                    if isinstance(segmentation, dict):
+                        rle = segmentation
+                        if isinstance(rle.get("counts"), list):
+                            rle = mask_utils.frPyObjects(rle, height, width)
+                        rles.append(rle)
+                    else:
+                        polys = parse_polygons(segmentation, width, height, ann_where, warnings)
+                        if polys:
+                            polygons.append(polys)
+            except ItemError as exc:
+                skipped.append({"file": where, "reason": str(exc)})
+                continue
+            except (KeyError, TypeError, ValueError) as exc:
+                skipped.append({"file": where, "reason": f"invalid image entry: {exc!r}"})
+                continue
+            used.add(image_path.resolve())
+            items.append(Item(stem=image_path.stem, image=str(image_path),
+                              source_image=_rel(image_path, source), label_file=coco_rel,
+                              label_path=str(coco_path),
+                              quality="defective" if polygons or rles else "good",
+                              polygons=polygons, rles=rles, declared_size=(width, height),
+                              warnings=warnings))
+    referenced = {Path(i.image).resolve() for i in items}
+    for path in scan.images:
+        if path.resolve() not in referenced and not any(
+                s["file"].endswith(path.name) for s in skipped):
+            skipped.append({"file": _rel(path, source), "reason": "image is not in any COCO file"})
+    return items, skipped
+
+
+def discover_pairs(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
+    skipped = list(scan.skipped)
+    folders = _pair_folders(source)
+    if not folders:
+        raise PrepareError(f"no images/+masks/ (or X/+X_labels/) folders found under {source}")
+
+    def images_in(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir()
+                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                      and not p.name.startswith("."))
+
+    items = []
+    prefix_groups = len(folders) > 1
+    for image_dir, mask_dir in folders:
+        photos, masks = images_in(image_dir), images_in(mask_dir)
+        by_stem = {p.stem: p for p in masks}
+        if all(p.stem in by_stem for p in photos) or image_dir.name == "images":
+            pairs = [(p, by_stem.get(p.stem)) for p in photos]
+            paired = {m for _, m in pairs if m}
+            for mask in masks:
+                if mask not in paired:
+                    skipped.append({"file": _rel(mask, source), "reason": "mask has no image"})
+        elif len(photos) == len(masks):
+            pairs = list(zip(photos, masks))  # the medical-course layout: sorted order
+        else:
+            raise PrepareError(f"cannot pair {_rel(image_dir, source)} ({len(photos)} images) "
+                               f"with {_rel(mask_dir, source)} ({len(masks)} masks): "
+                               f"stems differ and counts differ")
+        group = image_dir.parent.name if image_dir.name == "images" else image_dir.name
+        for photo, mask in pairs:
+            if mask is None:
+                skipped.append({"file": _rel(photo, source), "reason": "image has no mask"})
+                continue
+            stem = f"{group}_{photo.stem}" if prefix_groups else photo.stem
+            items.append(Item(stem=stem, image=str(photo), source_image=_rel(photo, source),
+                              label_file=_rel(mask, source), label_path=str(mask),
+                              mask=str(mask)))
+    return items, skipped
+
+
+# --------------------------------------------------------------------------- one item
+
+def fit_box(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
+    """Where a ``width`` x ``height`` photo lands in the ``size`` square: (w, h, x0, y0)."""
+    if fit == "stretch":
+        return size, size, 0, 0
+    scale = size / max(width, height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    return w, h, (size - w) // 2, (size - h) // 2
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any colour mode -> 8-bit RGB (16-bit and float greyscale are rescaled, not clipped)."""
+    if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray((np.clip(values / top, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        flat = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(flat, image)
+    return image.convert("RGB")
+
+
+def open_photo(path: str, size: int | None = None, fit: str = "stretch",
+               declared_size: tuple[int, int] | None = None) -> tuple[Image.Image, tuple]:
+    """Open, check and decode a photo; returns (RGB image, full-resolution (w, h)).
+
+    With ``size``, JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that still
+    covers the ``size`` box (reduce-on-decode), which is most of preparation's speed. EXIF rotation is applied
+    when the label's stated size matches the rotated photo.
+    """
+    try:
+        image = Image.open(path)
+        full = image.size
+        transpose = False
+        orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+        if declared_size and orientation in (5, 6, 7, 8) and tuple(declared_size) == full[::-1]:
+            transpose, full = True, full[::-1]
+        elif declared_size and orientation in (2, 3, 4) and tuple(declared_size) == full:
+            transpose = True
+        if size and image.format == "JPEG":
+            box_w, box_h, _, _ = fit_box(*full, size, fit)
+            image.draft("RGB", (box_h, box_w) if full != image.size else (box_w, box_h))
+        image.load()
+        if transpose:
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb(image), full
+    except FileNotFoundError:
+        raise ItemError("image file disappeared during preparation") from None
+    except UnidentifiedImageError:
+        raise ItemError("cannot read image: not an image file PIL recognises") from None
+    except Image.DecompressionBombError as exc:
+        raise ItemError(f"image is too large to open safely: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ItemError(f"cannot read image (corrupt or truncated?): {exc}") from None
+
+
+def _downscale_coverage(mask: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+    """Share (0..1) of each prepared pixel covered by a full-resolution 0/1 mask."""
+    small = Image.fromarray(mask * np.uint8(255)).resize(box, Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def defect_masks(item: Item, width: int, height: int) -> list[np.ndarray]:
+    """One full-resolution 0/1 mask per defect, rasterised by pycocotools."""
+    masks = []
+    for polys in item.polygons:
+        rles = mask_utils.frPyObjects(polys, height, width)
+        masks.append(mask_utils.decode(mask_utils.merge(rles)))
+    for rle in item.rles:
+        masks.append(mask_utils.decode(rle))
+    return masks
+
+
+def _read_mask_file(path: str, size: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as mask_image:
+            mask_image.load()
+            if mask_image.size != size:
+                raise ItemError(f"image is {size[0]}x{size[1]} but its mask "
+                                f"{Path(path).name} is {mask_image.size[0]}x{mask_image.size[1]}")
+            values = np.asarray(_to_rgb(mask_image).convert("L"))
+    except ItemError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ItemError(f"cannot read mask {Path(path).name}: {exc}") from None
+    # 0/1 masks and 0/255 masks both occur; JPEG masks carry noise around 0 and 255.
+    return (values > (127 if values.max() > 1 else 0)).astype(np.uint8)
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _rle_json(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {"size": [int(v) for v in rle["size"]],
+            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def prepare_item(item: Item, settings: Settings, out: str) -> dict:
+    """Prepare one photo: write ``images/<stem>.png`` and ``masks/<stem>.png``.
+
+    Returns ``{"row": manifest row, "annotations": COCO annotations, "warnings": [...]}``
+    or ``{"error": reason}``. Never raises for a bad item.
+    """
+    try:
+        photo, (width, height) = open_photo(item.image, settings.size, settings.fit,
+                                            item.declared_size)
+        if item.declared_size and tuple(item.declared_size) != (width, height):
+            raise ItemError(f"label says {item.declared_size[0]}x{item.declared_size[1]} "
+                            f"but the image is {width}x{height}")
+        box_w, box_h, x0, y0 = fit_box(width, height, settings.size, settings.fit)
+        if item.mask:
+            full_mask = _read_mask_file(item.mask, (width, height))
+            if full_mask.any():
+                item.rles = [mask_utils.encode(np.asfortranarray(full_mask))]
+            per_defect = [full_mask] if full_mask.any() else []
+        else:
+            per_defect = defect_masks(item, width, height)
+        small = np.zeros((box_h, box_w), dtype=bool)
+        union = np.zeros((height, width), dtype=bool)
+        for mask in per_defect:
+            union |= mask.astype(bool)
+            coverage = _downscale_coverage(mask, (box_w, box_h))
+            kept = coverage >= settings.min_coverage
+            small |= kept if kept.any() else coverage > 0
+        quality = item.quality or ("defective" if union.any() else "good")
+
+        image_out = Image.new("RGB", (settings.size, settings.size))
+        image_out.paste(photo.resize((box_w, box_h), Image.Resampling.LANCZOS,
+                                     reducing_gap=3.0), (x0, y0))
+        mask_out = np.zeros((settings.size, settings.size), dtype=np.uint8)
+        mask_out[y0:y0 + box_h, x0:x0 + box_w] = small * np.uint8(255)
+        out_dir = Path(out)
+        atomic_write_bytes(out_dir / "images" / f"{item.stem}.png", _encode_png(image_out))
+        atomic_write_bytes(out_dir / "masks" / f"{item.stem}.png",
+                           _encode_png(Image.fromarray(mask_out, mode="L")))
+    except ItemError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one strange file must not stop the run
+        return {"error": f"unexpected {type(exc).__name__}: {exc}"}
+
+    annotations = []
+    for polys in item.polygons:
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+        annotations.append({"segmentation": polys, "area": float(mask_utils.area(rle)),
+                            "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+                            "iscrowd": 0, "category_id": 1,
+                            "attributes": {"quality": QUALITY_DEFECTIVE}})
+    for rle in item.rles:
+        annotations.append({"segmentation": _rle_json(rle), "area": float(mask_utils.area(rle)),
+                            "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+                            "iscrowd": 0, "category_id": 1,
+                            "attributes": {"quality": QUALITY_DEFECTIVE}})
+    row = {"stem": item.stem, "source_image": item.source_image, "label_file": item.label_file,
+           "quality": quality, "width": width, "height": height,
+           "defect_share": round(float(union.mean()), 6),
+           "n_defects": len(annotations), "split": ""}
+    return {"row": row, "annotations": annotations, "warnings": item.warnings}
+
+
+def _prepare_task(task):
+    return prepare_item(*task)
+
+
+# --------------------------------------------------------------------------- splits
+
+def assign_splits(rows: list[dict], fractions=(0.8, 0.1, 0.1), seed: int = 0) -> None:
+    """Deterministic split stratified by quality, written into each row's ``split``.
+
+    Each stratum is ordered by a hash of (seed, stem), so a photo keeps its split when
+    others are added; with 3 or more photos in a stratum, val and test get at least one.
+    """
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be three non-negative shares summing to 1, "
+                         f"got {fractions}")
+    strata = defaultdict(list)
+    for row in rows:
+        strata[row["quality"]].append(row)
+    for members in strata.values():
+        members.sort(key=lambda r: hashlib.sha1(f"{seed}:{r['stem']}".encode()).hexdigest())
+        n = len(members)
+        n_val, n_test = round(n * fractions[1]), round(n * fractions[2])
+        if n >= 3:
+            n_val = max(n_val, 1) if fractions[1] > 0 else 0
+            n_test = max(n_test, 1) if fractions[2] > 0 else 0
+        for k, row in enumerate(members):
+            row["split"] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
+
+
+# --------------------------------------------------------------------------- the run
+
+def _signature(item: Item, settings: Settings) -> str:
+    parts = [settings.key(), item.stem, item.source_image, item.label_file,
+             json.dumps(item.polygons), json.dumps([_rle_json(r) for r in item.rles
+                                                    if not isinstance(r, list)], sort_keys=True)]
+    for path in (item.image, item.label_path, item.mask):
+        if path:
+            stat = os.stat(path)
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+
+def _unique_stems(items: list[Item], skipped: list[dict]) -> list[Item]:
+    seen: dict[str, str] = {}
+    unique = []
+    for item in items:
+        if item.stem in seen:
+            skipped.append({"file": item.source_image,
+                            "reason": f"duplicate file name: stem {item.stem!r} is already "
+                                      f"used by {seen[item.stem]}"})
+            continue
+        seen[item.stem] = item.source_image
+        unique.append(item)
+    return unique
+
+
+def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto",
+            size: int = 128, fit: str = "stretch", split=(0.8, 0.1, 0.1), seed: int = 0,
+            workers: int | None = None, progress: bool = True) -> dict:
+    """Prepare SOURCE into OUT (see the module docstring); returns the report dict.
+
+    Raises PrepareError when SOURCE cannot be used at all; bad individual files are
+    skipped and listed in the report with the reason.
+    """
+    started = time.perf_counter()
+    if fmt not in FORMATS:
+        raise PrepareError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fit not in FITS:
+        raise PrepareError(f"unknown fit {fit!r}: choose one of {', '.join(FITS)}")
+    if not 16 <= int(size) <= 4096:
+        raise PrepareError(f"size {size} is out of range (16..4096)")
+    source, out = Path(source).expanduser(), Path(out).expanduser()
+    if not source.exists():
+        raise PrepareError(f"SOURCE {source} does not exist")
+    if not source.is_dir():
+        raise PrepareError(f"SOURCE {source} is not a folder")
+    if not os.access(source, os.R_OK | os.X_OK):
+        raise PrepareError(f"SOURCE {source} is not readable")
+    source = source.resolve()
+    if is_within(out, source):
+        raise PrepareError(f"the output folder {out} is inside SOURCE {source}; choose a folder "
+                           f"outside it (SOURCE is never written to)")
+    scan = scan_source(source)
+    if not scan.images and not scan.jsons:
+        raise PrepareError(f"SOURCE {source} contains no images or labels")
+    detected = detect_format(source, scan) if fmt == "auto" else fmt
+    discover = {"aihub": discover_aihub, "coco": discover_coco, "pairs": discover_pairs}[detected]
+    items, skipped = discover(source, scan)
+    items = _unique_stems(items, skipped)
+    settings = Settings(size=int(size), fit=fit)
+
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    try:
+        state = json.loads(state_path.read_text("utf-8")) if state_path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    new_state, todo = {}, []
+    for item in items:
+        signature = _signature(item, settings)
+        previous = state.get(item.stem)
+        if (previous and previous.get("signature") == signature
+                and (out / "images" / f"{item.stem}.png").exists()
+                and (out / "masks" / f"{item.stem}.png").exists()):
+            new_state[item.stem] = previous
+        else:
+            todo.append((item, signature))
+
+    workers = max(1, workers or os.cpu_count() or 1)
+    tasks = [(item, settings, str(out)) for item, _ in todo]
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(tasks), desc="preparing", unit="img",
+               disable=not progress or len(tasks) < 50)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(tasks) >= 32 else None
+    results = (pool.map(_prepare_task, tasks, chunksize=16) if pool
+               else map(_prepare_task, tasks))
+    try:
+        for (item, signature), result in zip(todo, results):
+            bar.update()
+            if "error" in result:
+                skipped.append({"file": item.source_image, "reason": result["error"]})
+                state.pop(item.stem, None)
+                continue
+            new_state[item.stem] = {"signature": signature, "row": result["row"],
+                                    "annotations": result["annotations"],
+                                    "warnings": result["warnings"]}
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    processed = len(todo)
+    prepared = sum(1 for item, _ in todo if item.stem in new_state)
+    warnings = [w for item in items if item.stem in new_state
+                for w in new_state[item.stem].get("warnings", [])]
+
+    rows = [dict(new_state[item.stem]["row"]) for item in items if item.stem in new_state]
+    if not rows:
+        reasons = Counter(s["reason"].split(":")[0] for s in skipped).most_common(3)
+        raise PrepareError(f"nothing in {source} could be prepared ({len(skipped)} files skipped; "
+                           f"most common: {'; '.join(r for r, _ in reasons) or 'none found'})")
+    assign_splits(rows, split, seed)
+    _write_outputs(out, rows, new_state, source)
+    atomic_write_json(state_path, new_state)
+    seconds = time.perf_counter() - started
+    counts = Counter(r["quality"] for r in rows)
+    splits = Counter(r["split"] for r in rows)
+    report = {
+        "source": str(source), "out": str(out.resolve()), "format": detected,
+        "settings": asdict(settings) | {"split": list(split), "seed": seed},
+        "counts": {"images_found": len(scan.images), "labels_found": len(scan.jsons),
+                   "prepared": prepared, "up_to_date": len(items) - processed,
+                   "total": len(rows), "skipped": len(skipped),
+                   "good": counts.get("good", 0), "defective": counts.get("defective", 0),
+                   "train": splits.get("train", 0), "val": splits.get("val", 0),
+                   "test": splits.get("test", 0)},
+        "skipped": skipped, "warnings": warnings,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(processed / seconds, 1) if processed else None,
+        "workers": workers,
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def _write_outputs(out: Path, rows: list[dict], state: dict, source: Path) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "manifest.csv", text.getvalue())
+
+    images, annotations = [], []
+    for image_id, row in enumerate(rows, start=1):
+        images.append({"id": image_id, "file_name": row["source_image"], "stem": row["stem"],
+                       "width": row["width"], "height": row["height"],
+                       "quality": row["quality"], "split": row["split"]})
+        for ann in state[row["stem"]]["annotations"]:
+            annotations.append({**ann, "id": len(annotations) + 1, "image_id": image_id})
+    coco = {"info": {"description": "defect polygons at source resolution",
+                     "source": str(source)},
+            "images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "scratch", "supercategory": "defect"}]}
+    atomic_write_json(out / "coco.json", coco)
+
+
+def load_manifest(prepared: str | os.PathLike, split: str | None = None) -> list[dict]:
+    """Rows of ``manifest.csv`` (numbers parsed), optionally of one split."""
+    path = Path(prepared) / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python -m scratch_utils prepare` first")
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["width"], row["height"] = int(row["width"]), int(row["height"])
+        row["defect_share"] = float(row["defect_share"])
+        row["n_defects"] = int(row["n_defects"])
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
+                    fmt: str = "auto", progress: bool = True) -> Path:
+    """The prepared folder every notebook starts from, made if missing or out of date.
+
+    With ``source=None`` the profile's synthetic AIHub-format set is generated first
+    (``data/<profile>/synthetic``); with a folder of your own it is prepared instead, by
+    the same code. Returns ``data/<profile>/prepared-<size>`` (or ``...-<name>-<size>``).
+    """
+    from . import synthetic
+    from .profiles import get_profile, profile_dir
+
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    base = profile_dir(profile)
+    if source is None:
+        source = base / "synthetic"
+        synthetic.generate(source, count=profile.synth_count, seed=0,
+                           width=profile.synth_width, height=profile.synth_height,
+                           progress=progress)
+        out = base / f"prepared-{profile.image_size}"
+    else:
+        out = base / f"prepared-{Path(source).name}-{profile.image_size}"
+    prepare(source, out, fmt=fmt, size=profile.image_size, progress=progress)
+    return out
