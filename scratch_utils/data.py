@@ -49,8 +49,9 @@ MANIFEST_FIELDS = ["stem", "source_image", "label_file", "quality", "width", "he
                    "defect_share", "n_defects", "split"]
 STATE_FILE = ".prepare_state.json"
 # A prepared mask pixel is "defect" when at least this share of it is covered at source
-# resolution; a defect that would vanish entirely (a scratch thinner than one prepared
-# pixel) keeps every pixel it touches, so downscaling never erases a thin scratch.
+# resolution; a thin defect (its area is under half the pixels it touches, as for a
+# scratch thinner than a prepared pixel) keeps every pixel it touches, so
+# downscaling never erases a scratch or breaks it into dashes.
 MIN_COVERAGE = 0.25
 # Bump when the preparation code changes what it writes: outputs are then re-made.
 PREPARE_VERSION = 1
@@ -239,6 +240,8 @@ def detect_format(source: Path, scan: Scan) -> str:
             return "aihub"
     if _pair_folders(source):
         return "pairs"
+    if scan.jsons:  # labels that do not parse: the AIHub path reports each one by name
+        return "aihub"
     raise PrepareError(f"cannot tell the format of {source}: no AIHub labels, COCO file "
                        f"or images/+masks/ folders found (pass --format)")
 
@@ -272,6 +275,7 @@ def discover_aihub(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
     skipped = list(scan.skipped)
     index = _image_index(scan.images)
     used: dict[Path, str] = {}
+    mentioned: set[str] = set()  # names of rejected labels' photos: reported once, via the label
     items = []
     for label_path in scan.jsons:
         label_rel = _rel(label_path, source)
@@ -282,6 +286,7 @@ def discover_aihub(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
                 raise ItemError("label has no images[0] entry")
             meta = images[0]
             name = check_plain_file_name(meta.get("file_name"))
+            mentioned.add(name)
             try:
                 width, height = int(meta["width"]), int(meta["height"])
             except (KeyError, TypeError, ValueError):
@@ -326,7 +331,7 @@ def discover_aihub(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
                           label_path=str(label_path), quality=quality, polygons=polygons,
                           declared_size=(width, height), warnings=warnings))
     for path in scan.images:
-        if path not in used:
+        if path not in used and path.name not in mentioned:
             skipped.append({"file": _rel(path, source), "reason": "image has no label"})
     return items, skipped
 
@@ -509,21 +514,46 @@ def open_photo(path: str, size: int | None = None, fit: str = "stretch",
         raise ItemError(f"cannot read image (corrupt or truncated?): {exc}") from None
 
 
-def _downscale_coverage(mask: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+SUPERSAMPLE = 4        # polygons are rasterised on a 4x finer grid: 16 samples a pixel
+THIN_SUPERSAMPLE = 16  # ... and thin ones on a 16x grid, which no 1-px line slips through
+
+
+def polygon_coverage(polygons: list, width: int, height: int, box: tuple[int, int],
+                     supersample: int = SUPERSAMPLE) -> np.ndarray:
+    """Share (0..1) of each prepared pixel that a defect's polygons cover.
+
+    The polygons are scaled into the ``box``, and only their bounding box is rasterised
+    by pycocotools on a grid ``supersample`` times finer, then averaged: the answer of
+    rasterising at source resolution and area-downscaling, for a fraction of the work.
+    """
+    box_w, box_h = box
+    sx, sy = box_w / width, box_h / height
+    scaled = [np.asarray(poly, dtype=np.float64).reshape(-1, 2) * (sx, sy) for poly in polygons]
+    corners = np.concatenate(scaled)
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, None)
+    x1 = min(box_w, int(np.ceil(corners[:, 0].max())) + 1)
+    y1 = min(box_h, int(np.ceil(corners[:, 1].max())) + 1)
+    coverage = np.zeros((box_h, box_w), dtype=np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return coverage
+    crop = [((xy - (x0, y0)) * supersample).reshape(-1).tolist() for xy in scaled]
+    rows, cols = (y1 - y0) * supersample, (x1 - x0) * supersample
+    fine = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(crop, rows, cols)))
+    coverage[y0:y1, x0:x1] = fine.reshape(y1 - y0, supersample, x1 - x0, supersample).mean(
+        axis=(1, 3), dtype=np.float32)
+    return coverage
+
+
+def raster_coverage(mask: np.ndarray, box: tuple[int, int]) -> np.ndarray:
     """Share (0..1) of each prepared pixel covered by a full-resolution 0/1 mask."""
     small = Image.fromarray(mask * np.uint8(255)).resize(box, Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def defect_masks(item: Item, width: int, height: int) -> list[np.ndarray]:
-    """One full-resolution 0/1 mask per defect, rasterised by pycocotools."""
-    masks = []
-    for polys in item.polygons:
-        rles = mask_utils.frPyObjects(polys, height, width)
-        masks.append(mask_utils.decode(mask_utils.merge(rles)))
-    for rle in item.rles:
-        masks.append(mask_utils.decode(rle))
-    return masks
+def source_rles(item: Item, width: int, height: int) -> list[dict]:
+    """One COCO RLE per defect at source resolution (cheap: no pixels are decoded)."""
+    return ([mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+             for polys in item.polygons] + list(item.rles))
 
 
 def _read_mask_file(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -569,19 +599,27 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
         box_w, box_h, x0, y0 = fit_box(width, height, settings.size, settings.fit)
         if item.mask:
             full_mask = _read_mask_file(item.mask, (width, height))
-            if full_mask.any():
-                item.rles = [mask_utils.encode(np.asfortranarray(full_mask))]
-            per_defect = [full_mask] if full_mask.any() else []
-        else:
-            per_defect = defect_masks(item, width, height)
+            item.rles = [mask_utils.encode(np.asfortranarray(full_mask))] if full_mask.any() else []
+        rles = source_rles(item, width, height)
+        coverages = [polygon_coverage(polys, width, height, (box_w, box_h))
+                     for polys in item.polygons]
+        coverages += [raster_coverage(mask_utils.decode(rle), (box_w, box_h)) for rle in item.rles]
         small = np.zeros((box_h, box_w), dtype=bool)
-        union = np.zeros((height, width), dtype=bool)
-        for mask in per_defect:
-            union |= mask.astype(bool)
-            coverage = _downscale_coverage(mask, (box_w, box_h))
+        for k, (rle, coverage) in enumerate(zip(rles, coverages)):
             kept = coverage >= settings.min_coverage
-            small |= kept if kept.any() else coverage > 0
-        quality = item.quality or ("defective" if union.any() else "good")
+            area_in_pixels = mask_utils.area(rle) * box_w * box_h / (width * height)
+            if not kept.any() or area_in_pixels < 0.5 * np.count_nonzero(coverage):
+                # A thin defect (most scratches): thresholding would break it into dashes.
+                # Keep every pixel it touches, found on a grid fine enough not to miss one.
+                if k < len(item.polygons):
+                    fine = polygon_coverage(item.polygons[k], width, height, (box_w, box_h),
+                                            THIN_SUPERSAMPLE)
+                else:
+                    fine = raster_coverage(mask_utils.decode(rle), (box_w, box_h))
+                kept = fine > 0
+            small |= kept
+        union_area = float(mask_utils.area(mask_utils.merge(rles))) if rles else 0.0
+        quality = item.quality or ("defective" if union_area > 0 else "good")
 
         image_out = Image.new("RGB", (settings.size, settings.size))
         image_out.paste(photo.resize((box_w, box_h), Image.Resampling.LANCZOS,
@@ -611,7 +649,7 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
                             "attributes": {"quality": QUALITY_DEFECTIVE}})
     row = {"stem": item.stem, "source_image": item.source_image, "label_file": item.label_file,
            "quality": quality, "width": width, "height": height,
-           "defect_share": round(float(union.mean()), 6),
+           "defect_share": round(union_area / (width * height), 6),
            "n_defects": len(annotations), "split": ""}
     return {"row": row, "annotations": annotations, "warnings": item.warnings}
 
@@ -758,7 +796,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
                            f"most common: {'; '.join(r for r, _ in reasons) or 'none found'})")
     assign_splits(rows, split, seed)
     _write_outputs(out, rows, new_state, source)
-    atomic_write_json(state_path, new_state)
+    atomic_write_json(state_path, new_state, indent=None)
     seconds = time.perf_counter() - started
     counts = Counter(r["quality"] for r in rows)
     splits = Counter(r["split"] for r in rows)
@@ -798,7 +836,7 @@ def _write_outputs(out: Path, rows: list[dict], state: dict, source: Path) -> No
                      "source": str(source)},
             "images": images, "annotations": annotations,
             "categories": [{"id": 1, "name": "scratch", "supercategory": "defect"}]}
-    atomic_write_json(out / "coco.json", coco)
+    atomic_write_json(out / "coco.json", coco, indent=None)
 
 
 def load_manifest(prepared: str | os.PathLike, split: str | None = None) -> list[dict]:

@@ -31,8 +31,10 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
 
 
-def atomic_write_json(path, payload, encoding: str = "utf-8") -> None:
-    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=1) + "\n", encoding)
+def atomic_write_json(path, payload, encoding: str = "utf-8", indent: int | None = 1) -> None:
+    separators = None if indent is not None else (",", ":")
+    text = json.dumps(payload, ensure_ascii=False, indent=indent, separators=separators)
+    atomic_write_text(path, text + "\n", encoding)
 
 
 def is_within(child: str | os.PathLike, parent: str | os.PathLike) -> bool:

