@@ -1,0 +1,111 @@
+"""Figures: one helper writes every figure, plus the plots the notebooks share.
+
+``save_figure`` writes ``figures/<name>.png`` for the published profiles (default, full)
+and a scratch folder for smoke runs, so tests never overwrite the committed figures.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
+
+from .profiles import figures_dir, get_profile
+
+DEFECT_COLOUR = (1.0, 0.1, 0.6)  # magenta: stands out on every paint colour
+
+
+def save_figure(fig, name: str, profile=None, dpi: int = 110) -> Path:
+    """Write ``fig`` as ``<figures dir>/<name>.png`` and return the path."""
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    folder = figures_dir(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55,
+            colour=DEFECT_COLOUR) -> np.ndarray:
+    """The photo with the defect mask painted on it (float RGB in [0, 1])."""
+    image = np.asarray(image, dtype=np.float32)
+    image = image / 255.0 if image.max() > 1.0 else image
+    weight = (np.asarray(mask, dtype=np.float32) > 0)[..., None] * alpha
+    return image * (1 - weight) + weight * np.asarray(colour, dtype=np.float32)
+
+
+def _coco_polygons(prepared: Path) -> dict[str, list]:
+    coco = json.loads((prepared / "coco.json").read_text(encoding="utf-8"))
+    stems = {image["id"]: image["stem"] for image in coco["images"]}
+    polygons: dict[str, list] = {}
+    for ann in coco["annotations"]:
+        if isinstance(ann["segmentation"], list):
+            polygons.setdefault(stems[ann["image_id"]], []).extend(ann["segmentation"])
+    return polygons
+
+
+def show_preparation(rows: list[dict], source: Path, prepared: Path, title: str = ""):
+    """Per part: the source photo with its label polygons, the prepared pair, the overlay."""
+    polygons = _coco_polygons(prepared)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(13, 2.6 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.8, 1, 1, 1]})
+    for row, ax in zip(rows, axes):
+        photo = Image.open(source / row["source_image"]).convert("RGB")
+        ax[0].imshow(photo)
+        for poly in polygons.get(row["stem"], []):
+            xy = np.asarray(poly).reshape(-1, 2)
+            ax[0].fill(xy[:, 0], xy[:, 1], facecolor="none", edgecolor=DEFECT_COLOUR, linewidth=1.2)
+        ax[0].set_title(f"{row['stem']}: {row['quality']}, {row['width']}x{row['height']}",
+                        fontsize=9)
+        image = np.asarray(Image.open(prepared / "images" / f"{row['stem']}.png"))
+        mask = np.asarray(Image.open(prepared / "masks" / f"{row['stem']}.png"))
+        ax[1].imshow(image)
+        ax[1].set_title(f"prepared {image.shape[1]}x{image.shape[0]}", fontsize=9)
+        ax[2].imshow(mask, cmap="gray", vmin=0, vmax=255)
+        ax[2].set_title(f"mask: {100 * (mask > 0).mean():.2f}% defect", fontsize=9)
+        ax[3].imshow(overlay(image, mask))
+        ax[3].set_title("scratch masked", fontsize=9)
+        for a in ax:
+            a.set_xticks([])
+            a.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def plot_split_counts(rows: list[dict]):
+    """Good and defective parts in each split (stratified: the same shares everywhere)."""
+    splits = ["train", "val", "test"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    x = np.arange(len(splits))
+    for offset, quality, colour in ((-0.2, "good", "#4c9a6a"), (0.2, "defective", "#c2185b")):
+        counts = [sum(r["split"] == s and r["quality"] == quality for r in rows) for s in splits]
+        bars = ax.bar(x + offset, counts, width=0.4, label=quality, color=colour)
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(x, splits)
+    ax.set_ylabel("parts")
+    ax.set_title("Good and defective parts per split")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_defect_sizes(rows: list[dict]):
+    """How much of each defective photo is defect: the class imbalance a model faces."""
+    shares = np.asarray([r["defect_share"] for r in rows if r["quality"] == "defective"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    if shares.size:
+        bins = np.logspace(np.log10(max(shares.min(), 1e-6)), np.log10(shares.max()) + 1e-9, 25)
+        ax.hist(shares * 100, bins=bins * 100, color="#c2185b", alpha=0.85)
+        ax.set_xscale("log")
+        median = np.median(shares) * 100
+        ax.axvline(median, color="black", linestyle="--", linewidth=1)
+        ax.text(median, ax.get_ylim()[1] * 0.92, f" median {median:.2f}%", fontsize=8)
+    ax.set_xlabel("defect area, % of the photo (log scale)")
+    ax.set_ylabel("defective parts")
+    ax.set_title("Defect size distribution")
+    fig.tight_layout()
+    return fig
