@@ -326,18 +326,16 @@ def test_unusable_source_is_one_clear_error(tmp_path, case):
     assert str(source.name) in lines[0]
 
 
-def test_unreadable_source(tmp_path):
-    import os
-    if os.geteuid() == 0:
-        pytest.skip("root can read any folder; permissions cannot make it unreadable")
+def test_unreadable_source(tmp_path, monkeypatch):
+    """Root reads any folder, so the permission check is exercised through os.access."""
+    import scratch_utils.data as data_module
     source = tmp_path / "src"
     source.mkdir()
-    source.chmod(0)
-    try:
-        with pytest.raises(PrepareError, match="not readable"):
-            run(source, tmp_path / "out")
-    finally:
-        source.chmod(0o755)
+    real_access = data_module.os.access
+    monkeypatch.setattr(data_module.os, "access",
+                        lambda path, mode: False if Path(path) == source else real_access(path, mode))
+    with pytest.raises(PrepareError, match="is not readable"):
+        run(source, tmp_path / "out")
 
 
 def test_cli_prepare_prints_a_summary(aihub_source, tmp_path):
