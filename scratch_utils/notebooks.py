@@ -7,6 +7,7 @@ state), so a failed run never clobbers the committed, rendered notebook.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from .files import atomic_write_text
 from .profiles import repo_root
 
 KERNEL_NAME = "python3"
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
 KEEP_CELL_METADATA = {"tags", "nbval-ignore-output", "nbval-skip", "collapsed", "jupyter"}
 
 
@@ -24,7 +26,10 @@ def _is_noise(output) -> bool:
         return True
     if output.get("output_type") == "stream" and output.get("name") == "stderr":
         text = "".join(output.get("text", ""))
-        return "\r" in text or "it/s]" in text or "oneDNN" in text or "cuda" in text.lower()
+        if "\r" in text or "it/s]" in text or "oneDNN" in text or "cuda" in text.lower():
+            return True
+        # TensorFlow's C++ log lines ("W0000 00:00:... file.cc:123] ...") are run noise.
+        return all(TF_LOG_LINE.match(line) for line in text.splitlines() if line.strip())
     return False
 
 

@@ -109,3 +109,26 @@ def plot_defect_sizes(rows: list[dict]):
     ax.set_title("Defect size distribution")
     fig.tight_layout()
     return fig
+
+
+def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[str],
+                         n_parts: int = 3):
+    """Rows of parts; columns: the original and each augmented version, scratch overlaid.
+
+    ``originals`` is ``(images, masks)`` as batches; ``augmented`` a list of such batches
+    (same parts, different seeds or transforms) titled by ``labels``.
+    """
+    columns = [originals, *augmented]
+    titles = ["original", *labels]
+    fig, axes = plt.subplots(n_parts, len(columns), figsize=(2.3 * len(columns), 2.4 * n_parts),
+                             squeeze=False)
+    for row in range(n_parts):
+        for col, ((images, masks), title) in enumerate(zip(columns, titles)):
+            ax = axes[row, col]
+            ax.imshow(overlay(np.asarray(images[row]), np.asarray(masks[row])[..., 0], alpha=0.45))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -53,3 +53,22 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make report" in readme
     assert [line for line in ci.splitlines() if line.startswith("make")] == ["make test"]
+
+
+def test_notebook_normalisation_drops_run_noise_and_keeps_results():
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from scratch_utils.notebooks import normalise
+    cell = new_code_cell("x", outputs=[
+        new_output("stream", name="stderr", text="W0000 00:00:1795378474.836663    5027 "
+                   "cache_dataset_ops.cc:912] The calling iterator did not fully read\n"),
+        new_output("stream", name="stderr", text="preparing:  50%|#####     | 5/10 [00:01<00:01, 5it/s]\r"),
+        new_output("stream", name="stdout", text="600 parts\n"),
+    ], metadata={"execution": {"iopub.status.busy": "2026"}, "tags": ["keep"]})
+    nb = new_notebook(cells=[cell], metadata={"widgets": {}, "kernelspec": {"name": "other", "display_name": "Other"}})
+    normalise(nb)
+    assert [o["text"] for o in nb.cells[0].outputs] == ["600 parts\n"]
+    assert nb.cells[0].metadata == {"tags": ["keep"]} and nb.cells[0]["id"] == "cell-00"
+    assert nb.metadata["kernelspec"]["name"] == "python3" and "widgets" not in nb.metadata
+    nbformat.validate(nb)
