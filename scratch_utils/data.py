@@ -250,7 +250,8 @@ def _image_index(images: list[Path]) -> dict[str, list[Path]]:
     index = defaultdict(list)
     for path in images:
         index[path.name].append(path)
-        index[path.name.lower()].append(path) if path.name.lower() != path.name else None
+        if path.name.lower() != path.name:  # labels written on Windows may differ in case
+            index[path.name.lower()].append(path)
     return index
 
 
