@@ -127,3 +127,17 @@ def test_config_is_checked():
     with pytest.raises(ValueError, match="interpolation"):
         JointAugment(AugmentConfig(interpolation="cubic"))
     assert JointAugment().describe() == ["RandomFlip", "RandomTranslation", "RandomHue"]
+
+
+def test_parallel_streams_deliver_every_part_once_per_epoch(tmp_path):
+    """Dealing batches into augmentation streams must not lose or repeat a part."""
+    prepared = make_pattern_set(tmp_path, n=27)  # 23 training parts: 5 batches of 5, the last of 3
+    flip_only = AugmentConfig(horizontal_flip=True, vertical_flip=True, shift=0.0, hue=0.0)
+    plain = np.concatenate([m for _, m in first_epoch(make_dataset(prepared, "train", batch_size=5))])
+    for streams in (1, 2, 3):
+        batches = first_epoch(make_dataset(prepared, "train", batch_size=5, augment=flip_only,
+                                           augment_streams=streams))
+        assert [len(m) for _, m in batches] == [5, 5, 5, 5, 3]
+        masks = np.concatenate([m for _, m in batches])
+        # Flips keep each mask's pixel count: the multisets must match exactly.
+        assert sorted(masks.sum(axis=(1, 2, 3))) == sorted(plain.sum(axis=(1, 2, 3)))
