@@ -33,6 +33,49 @@ def _prepare(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from dataclasses import fields
+
+    from .profiles import get_profile
+    from .train import TrainConfig, train
+    defaults = PROFILE_TRAINING[get_profile(args.profile).name]
+    values = {**defaults, **{k: v for k, v in vars(args).items()
+                             if k in {f.name for f in fields(TrainConfig)} and v is not None}}
+    if values.get("encoder_weights") == "none":
+        values["encoder_weights"] = None
+    run = train(args.data, args.out, TrainConfig(**values), overwrite=args.overwrite)
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    print(f"run {run}: test dice {test['dice']:.3f}, IoU {test['iou']:.3f}, mIoU {test['miou']:.3f}, "
+          f"detection {test['detection_rate']:.0%}, false alarms {test['false_alarm_rate']:.0%}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .train import evaluate_run
+    scores = evaluate_run(args.model, args.data, args.split)
+    print(json.dumps(scores, indent=1))
+    return 0
+
+
+def _predict(args) -> int:
+    from .train import predict
+    result = predict(args.model, args.input, args.out, threshold=args.threshold)
+    for entry in result["skipped"]:
+        print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
+    print(f"predicted {result['predicted']} photos ({result['defective']} defective), "
+          f"skipped {len(result['skipped'])} -> {result['out']}")
+    return 0
+
+
+# Training defaults per profile: the CPU-sized default, the seeds' settings for full.
+PROFILE_TRAINING = {
+    "smoke": {"epochs": 1, "base_filters": 8, "batch_size": 8},
+    "default": {"epochs": 12, "base_filters": 16, "batch_size": 8, "learning_rate": 2e-3},
+    "full": {"epochs": 30, "base_filters": 64, "batch_size": 8, "learning_rate": 1e-3},
+}
+
+
 def _report(args) -> int:
     from .notebooks import run_all
     run_all(profile=args.profile, only=args.only)
@@ -64,6 +107,38 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     prep.set_defaults(run=_prepare)
 
+    tr = commands.add_parser("train", help="train a model on a prepared folder -> run folder")
+    tr.add_argument("--data", required=True, help="prepared folder (python -m scratch_utils prepare)")
+    tr.add_argument("--model", default="unet", choices=["encoder_decoder", "unet", "vgg16_unet"])
+    tr.add_argument("--out", required=True, help="run folder to create")
+    tr.add_argument("--profile", default=None, choices=["smoke", "default", "full"],
+                    help="defaults for epochs, filters, batch size (default: $SCRATCH_PROFILE or default)")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", dest="batch_size", type=int)
+    tr.add_argument("--base-filters", dest="base_filters", type=int)
+    tr.add_argument("--loss", choices=["bce", "dice", "bce_dice", "focal", "tversky"])
+    tr.add_argument("--learning-rate", dest="learning_rate", type=float)
+    tr.add_argument("--encoder-weights", dest="encoder_weights", choices=["imagenet", "hed", "none"])
+    tr.add_argument("--freeze-encoder-epochs", dest="freeze_encoder_epochs", type=int)
+    tr.add_argument("--early-stopping", dest="early_stopping", type=int, help="patience in epochs")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--deterministic", action="store_true", default=None)
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    tr.set_defaults(run=_train)
+
+    ev = commands.add_parser("evaluate", help="scores of a run on a split of a prepared folder")
+    ev.add_argument("--model", required=True, help="run folder")
+    ev.add_argument("--data", default=None, help="prepared folder (default: the run's own)")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.set_defaults(run=_evaluate)
+
+    pr = commands.add_parser("predict", help="mask the scratches on photos of any size")
+    pr.add_argument("--model", required=True, help="run folder")
+    pr.add_argument("--input", required=True, help="a photo or a folder of photos")
+    pr.add_argument("--out", required=True, help="output folder (outside the input folder)")
+    pr.add_argument("--threshold", type=float, default=None, help="default: the run's threshold")
+    pr.set_defaults(run=_predict)
+
     report = commands.add_parser("report", help="run every notebook and keep its rendered outputs")
     report.add_argument("--profile", default="default", choices=["smoke", "default", "full"])
     report.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
@@ -74,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .data import PrepareError
+    from .errors import WeightsUnavailable
     try:
         return args.run(args)
-    except PrepareError as exc:
+    except (PrepareError, WeightsUnavailable, FileExistsError, FileNotFoundError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

