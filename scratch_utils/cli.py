@@ -38,7 +38,7 @@ def _train(args) -> int:
 
     from .profiles import get_profile
     from .train import TrainConfig, train
-    defaults = PROFILE_TRAINING[get_profile(args.profile).name]
+    defaults = get_profile(args.profile).training()
     values = {**defaults, **{k: v for k, v in vars(args).items()
                              if k in {f.name for f in fields(TrainConfig)} and v is not None}}
     if values.get("encoder_weights") == "none":
@@ -66,14 +66,6 @@ def _predict(args) -> int:
     print(f"predicted {result['predicted']} photos ({result['defective']} defective), "
           f"skipped {len(result['skipped'])} -> {result['out']}")
     return 0
-
-
-# Training defaults per profile: the CPU-sized default, the seeds' settings for full.
-PROFILE_TRAINING = {
-    "smoke": {"epochs": 1, "base_filters": 8, "batch_size": 8},
-    "default": {"epochs": 12, "base_filters": 16, "batch_size": 8, "learning_rate": 2e-3},
-    "full": {"epochs": 30, "base_filters": 64, "batch_size": 8, "learning_rate": 1e-3},
-}
 
 
 def _report(args) -> int:

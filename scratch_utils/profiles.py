@@ -21,18 +21,28 @@ class Profile:
     synth_height: int
     image_size: int        # side of the square model input
     figures_are_published: bool  # write into the repo's figures/ (never for smoke)
+    epochs: int = 12               # training defaults for notebooks 03-05 and `train`
+    base_filters: int = 16
+    batch_size: int = 8
+    learning_rate: float = 2e-3
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def training(self) -> dict:
+        """TrainConfig fields this profile sets."""
+        return {"epochs": self.epochs, "base_filters": self.base_filters,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate}
+
 
 PROFILES = {
     "smoke": Profile("smoke", synth_count=30, synth_width=640, synth_height=360,
-                     image_size=64, figures_are_published=False),
+                     image_size=64, figures_are_published=False, epochs=1, base_filters=8),
     "default": Profile("default", synth_count=600, synth_width=1280, synth_height=720,
                        image_size=128, figures_are_published=True),
     "full": Profile("full", synth_count=2000, synth_width=1280, synth_height=720,
-                    image_size=128, figures_are_published=True),
+                    image_size=128, figures_are_published=True, epochs=30, base_filters=64,
+                    learning_rate=1e-3),
 }
 
 

@@ -127,8 +127,10 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
     with strategy.scope():
         kwargs = {}
         if config.model == "vgg16_unet":
+            f = config.base_filters
             kwargs = dict(encoder_weights=config.encoder_weights,
-                          freeze_encoder=config.freeze_encoder_epochs > 0)
+                          freeze_encoder=config.freeze_encoder_epochs > 0,
+                          decoder_filters=(8 * f, 4 * f, 2 * f, f))
         else:
             kwargs = dict(base_filters=config.base_filters, depth=config.depth)
         model = build_model(config.model, config.image_size, upsampling=config.upsampling, **kwargs)
