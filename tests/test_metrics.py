@@ -81,3 +81,33 @@ def test_keras_losses_agree_with_hand_values():
     assert float(BCEDice()(y_true, y_pred)) == pytest.approx(bce + dice, abs=1e-3)
     restored = keras.losses.deserialize(keras.losses.serialize(BCEDice(dice_weight=2.0)))
     assert restored.dice_weight == 2.0
+
+
+def test_operating_point_meets_the_target_with_fewest_false_alarms():
+    from scratch_utils.compare import choose_operating_point
+    truths = np.zeros((6, 4, 4), bool)
+    truths[:3, 0, 0] = True                       # parts 0-2 defective, 3-5 good
+    probabilities = np.zeros((6, 4, 4))
+    probabilities[0, 0, :3] = 0.9                 # strong 3-px response
+    probabilities[1, 0, :2] = 0.6                 # weaker 2-px response
+    probabilities[2, 0, 0] = 0.3                  # faint 1-px response
+    probabilities[3, 1, 1] = 0.7                  # a good part with a 1-px false alarm
+    point = choose_operating_point(truths, probabilities, target=0.95,
+                                   thresholds=(0.25, 0.5, 0.8), min_areas=(1, 2, 3))
+    # Catching all three needs threshold 0.25 and area 1, which also flags part 3.
+    assert (point.threshold, point.min_area, point.target_met) == (0.25, 1, True)
+    assert point.detection_rate == 1.0 and point.false_alarm_rate == pytest.approx(1 / 3)
+    relaxed = choose_operating_point(truths, probabilities, target=0.6,
+                                     thresholds=(0.25, 0.5, 0.8), min_areas=(1, 2, 3))
+    assert relaxed.false_alarm_rate == 0.0 and relaxed.detection_rate >= 0.6
+    impossible = choose_operating_point(truths, np.zeros_like(probabilities), target=0.95)
+    assert not impossible.target_met
+
+
+def test_detection_curve_runs_from_everything_flagged_to_nothing():
+    from scratch_utils.compare import detection_curve
+    truths = np.zeros((4, 3, 3), bool)
+    truths[:2, 0, 0] = True
+    probabilities = np.random.default_rng(0).random((4, 3, 3))
+    false_alarms, detections = detection_curve(truths, probabilities, threshold=0.5)
+    assert detections[0] >= detections[-1] and detections[-1] == 0 and false_alarms[-1] == 0
