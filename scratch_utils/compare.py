@@ -143,3 +143,35 @@ def write_results(rows: list[dict], folder: Path) -> tuple[Path, Path]:
 def read_results(folder: Path) -> list[dict]:
     return json.loads((Path(folder) / "comparison.json").read_text())["models"]
 
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README's results table: costs, then test scores at the validation-chosen point."""
+    header = ("| model | loss | encoder | params | train min | infer ms/img | threshold / min area "
+              "| Dice | IoU | mIoU | tol. F1 | precision | recall | caught | false alarms | AUROC |")
+    lines = [header, "|" + "---|" * 16]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | "
+            f"{r['parameters'] / 1e6:.1f} M | {r['train_seconds'] / 60:.1f} | "
+            f"{r['inference_ms_per_image']:.1f} | {r['threshold']:.2f} / {r['min_area']} | "
+            + " | ".join(f"{r['test_' + k]:.3f}" for k in ("dice", "iou", "miou", "tolerance_f1",
+                                                            "precision", "recall"))
+            + f" | {r['test_detection_rate']:.0%} | {r['test_false_alarm_rate']:.0%} | "
+            f"{r['test_auroc']:.3f} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, rows: list[dict]) -> bool:
+    """Replace the text between the results markers of the README; False if no markers."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{before}{README_START}\n{markdown_table(rows)}\n{README_END}{after}")
+    return True

@@ -96,4 +96,10 @@ def run_all(profile: str = "default", only: list[str] | None = None,
         print(f"  done in {seconds:.0f} s", flush=True)
     total = sum(s for _, s in timings)
     print(f"all {len(timings)} notebooks in {total / 60:.1f} min", file=sys.stderr)
+    root = repo_root()
+    results = (root / "results" / "comparison.json") if root else None
+    if profile != "smoke" and results and results.is_file():
+        from .compare import read_results, update_readme
+        if update_readme(root / "README.md", read_results(results.parent)):
+            print("README results table updated from results/comparison.json")
     return timings

@@ -87,3 +87,11 @@ def figures_dir(profile: Profile) -> Path:
     if profile.figures_are_published and root:
         return root / "figures"
     return profile_dir(profile) / "figures"
+
+
+def results_dir(profile: Profile) -> Path:
+    """The repo's ``results/`` for published profiles, a scratch folder for smoke runs."""
+    root = repo_root()
+    if profile.figures_are_published and root:
+        return root / "results"
+    return profile_dir(profile) / "results"

@@ -169,3 +169,51 @@ def scores_table(rows: dict, keys=("dice", "iou", "miou", "precision", "recall",
     for name, scores in rows.items():
         lines.append(f"{name:28s}" + "".join(f"{scores.get(k, float('nan')):13.3f}" for k in keys))
     return "\n".join(lines)
+
+
+def plot_comparison_bars(rows: list[dict], split: str = "test",
+                         keys=("dice", "iou", "tolerance_f1", "recall", "detection_rate",
+                               "false_alarm_rate")):
+    """Grouped bars: one group per score, one bar per model (test split, chosen operating point)."""
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(rows)
+    x = np.arange(len(keys))
+    for k, row in enumerate(rows):
+        values = [row[f"{split}_{key}"] for key in keys]
+        bars = ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=row["name"])
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(x, [key.replace("_", " ") for key in keys])
+    ax.set_ylim(0, 1.15)
+    ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+    ax.text(len(keys) - 0.5, 0.955, "95% target", fontsize=7, color="grey", ha="right")
+    ax.set_ylabel(f"{split} score")
+    ax.set_title(f"Models compared on the {split} split, each at its operating point chosen on validation")
+    ax.legend(fontsize=7, ncol=3, frameon=False, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
+    """Pixel precision-recall curves (``kind="pr"``) or image-level detection versus
+    false-alarm curves (``kind="detection"``, with the 95% target and chosen points)."""
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    for name, (x, y) in curves.items():
+        line, = ax.plot(x, y, label=name, linewidth=1.4,
+                        drawstyle="steps-post" if kind == "detection" else "default")
+        if points and name in points:
+            ax.plot(*points[name], marker="o", color=line.get_color(), markersize=7)
+    if kind == "pr":
+        ax.set_xlabel("recall (share of scratch pixels found)")
+        ax.set_ylabel("precision (share of painted pixels that are scratch)")
+        ax.set_title("Pixel precision-recall, test split")
+    else:
+        ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("false-alarm rate (good parts flagged)")
+        ax.set_ylabel("detection rate (defective parts caught)")
+        ax.set_title("Detection vs false alarms, test split\n(dots: operating points chosen on validation)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="lower right" if kind == "detection" else "lower left")
+    fig.tight_layout()
+    return fig

@@ -179,6 +179,28 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
     return out
 
 
+# Fields that define what a run is; the rest (timings, paths) only describe it.
+RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
+                "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
+                "augment", "early_stopping", "seed")
+
+
+def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbose: int = 2) -> Path:
+    """Reuse the run in ``out`` when it was trained the same way on the same data, else train.
+
+    Notebook 05 reuses the runs of notebooks 03 and 04 this way; a changed setting or
+    prepared folder retrains (replacing the old run only once the new one is complete).
+    """
+    out = Path(out)
+    if reuse and (out / "model.keras").is_file() and (out / "config.json").is_file():
+        previous = load_run_config(out)
+        wanted = asdict(config)
+        same = all(previous.get(key) == wanted[key] for key in RUN_IDENTITY)
+        if same and Path(previous.get("prepared", "")) == Path(prepared):
+            return out
+    return train(prepared, out, config, overwrite=True, verbose=verbose)
+
+
 def read_history(path: Path) -> list[dict]:
     with Path(path).open(newline="") as handle:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
@@ -222,7 +244,21 @@ def load_run_model(run: str | os.PathLike):
 
 
 def load_run_config(run: str | os.PathLike) -> dict:
-    return json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+    """The run's config; the operating point chosen on validation data (notebook 05,
+    ``operating_point.json``) overrides the training-time threshold and minimum area."""
+    config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+    point_file = Path(run) / "operating_point.json"
+    if point_file.is_file():
+        point = json.loads(point_file.read_text(encoding="utf-8"))
+        config["threshold"], config["min_area"] = point["threshold"], point["min_area"]
+    return config
+
+
+def save_operating_point(run: str | os.PathLike, point) -> Path:
+    """Record the operating point chosen on validation data in the run folder."""
+    path = Path(run) / "operating_point.json"
+    atomic_write_json(path, {**asdict(point), "chosen_on": "val"})
+    return path
 
 
 def predict_split(model, prepared: Path, split: str, batch_size: int = 8):

@@ -111,3 +111,17 @@ def test_detection_curve_runs_from_everything_flagged_to_nothing():
     probabilities = np.random.default_rng(0).random((4, 3, 3))
     false_alarms, detections = detection_curve(truths, probabilities, threshold=0.5)
     assert detections[0] >= detections[-1] and detections[-1] == 0 and false_alarms[-1] == 0
+
+
+def test_readme_table_is_replaced_between_markers(tmp_path):
+    from scratch_utils.compare import markdown_table, update_readme
+    row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "parameters": 2.2e6,
+           "train_seconds": 240.0, "inference_ms_per_image": 12.5, "threshold": 0.4, "min_area": 3}
+    row.update({f"test_{k}": 0.5 for k in ("dice", "iou", "miou", "tolerance_f1", "precision",
+                                            "recall", "detection_rate", "false_alarm_rate", "auroc")})
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\noutro\n")
+    assert update_readme(readme, [row])
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
+    assert "| unet | bce_dice | - | 2.2 M | 4.0 | 12.5 | 0.40 / 3 |" in markdown_table([row])

@@ -162,3 +162,23 @@ def test_cli_train_evaluate_predict(prepared, tmp_path):
     assert evaluated.returncode == 0 and "detection_rate" in json.loads(evaluated.stdout)
     again = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke")
     assert again.returncode == 2 and again.stderr.strip().startswith("error: run folder")
+
+
+def test_train_or_reuse_reuses_only_the_same_run(prepared, run):
+    from scratch_utils.train import train_or_reuse
+    stamp = (run / "model.keras").stat().st_mtime_ns
+    assert train_or_reuse(prepared, run, TrainConfig(**TINY)) == run
+    assert (run / "model.keras").stat().st_mtime_ns == stamp, "same config: reused, not retrained"
+
+
+def test_operating_point_in_the_run_drives_predictions(run):
+    from scratch_utils.compare import OperatingPoint
+    from scratch_utils.train import load_run_config, save_operating_point
+    save_operating_point(run, OperatingPoint(0.35, 6, 0.96, 0.1, True))
+    try:
+        config = load_run_config(run)
+        assert (config["threshold"], config["min_area"]) == (0.35, 6)
+        predictor = Predictor(run)
+        assert (predictor.threshold, predictor.min_area) == (0.35, 6)
+    finally:
+        (run / "operating_point.json").unlink()

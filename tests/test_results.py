@@ -1,0 +1,59 @@
+"""The committed results of the default-profile run are complete and finite."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+MODELS = {"encoder_decoder", "unet", "unet_bce", "unet_dice", "vgg16_unet"}
+SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detection_rate",
+          "false_alarm_rate", "auroc"]
+COSTS = ["parameters", "train_seconds", "train_images_per_s", "inference_ms_per_image"]
+
+
+@pytest.fixture(scope="module")
+def rows():
+    path = RESULTS / "comparison.json"
+    assert path.is_file(), "results/comparison.json is missing: run `make report`"
+    return json.loads(path.read_text())["models"]
+
+
+def test_every_model_is_compared(rows):
+    names = {row["name"] for row in rows}
+    assert MODELS <= names, f"missing: {MODELS - names}"
+    assert {row["model"] for row in rows} == {"encoder_decoder", "unet", "vgg16_unet"}
+    assert {row["loss"] for row in rows if row["model"] == "unet"} == {"bce", "dice", "bce_dice"}
+
+
+def test_every_metric_is_there_and_finite(rows):
+    for row in rows:
+        for key in COSTS + ["threshold", "min_area", "val_detection_rate", "val_false_alarm_rate"]:
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), (row["name"], key)
+        for split in ("val", "test"):
+            for score in SCORES:
+                value = row[f"{split}_{score}"]
+                assert isinstance(value, (int, float)) and 0 <= value <= 1, (row["name"], split, score)
+
+
+def test_operating_points_were_chosen_on_validation(rows):
+    for row in rows:
+        assert 0 < row["threshold"] < 1 and row["min_area"] >= 1
+        if row["target_met_on_val"]:
+            assert row["val_detection_rate"] >= 0.95
+
+
+def test_csv_matches_json(rows):
+    with (RESULTS / "comparison.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["name"] for r in table] == [r["name"] for r in rows]
+    for row, line in zip(rows, table):
+        assert float(line["test_dice"]) == pytest.approx(row["test_dice"])
+
+
+def test_readme_shows_the_committed_results(rows):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for row in rows:
+        assert f"| {row['name']} |" in readme, f"README results table lacks {row['name']}"
