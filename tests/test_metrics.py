@@ -123,5 +123,5 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\noutro\n")
     assert update_readme(readme, [row])
     text = readme.read_text()
-    assert "old" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
+    assert "\nold\n" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
     assert "| unet | bce_dice | - | 2.2 M | 4.0 | 12.5 | 0.40 / 3 |" in markdown_table([row])
