@@ -108,7 +108,7 @@ SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detecti
 def comparison_row(name: str, config: dict, point: OperatingPoint, val: dict, test: dict,
                    inference_ms: float) -> dict:
     extra = config.get("extra", {})
-    row = {"name": name, "model": config["model"], "loss": config["loss"],
+    row = {"name": name, "model": config["model"], "loss": config["loss"], "epochs": config["epochs"],
            "encoder_weights": config.get("encoder_weights") or "",
            "parameters": extra.get("parameters"), "train_seconds": extra.get("train_seconds"),
            "train_images_per_s": extra.get("train_images_per_s"),
@@ -150,12 +150,12 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def markdown_table(rows: list[dict]) -> str:
     """The README's results table: costs, then test scores at the validation-chosen point."""
-    header = ("| model | loss | encoder | params | train min | infer ms/img | threshold / min area "
+    header = ("| model | loss | encoder | epochs | params | train min | infer ms/img | threshold / min area "
               "| Dice | IoU | mIoU | tol. F1 | precision | recall | caught | false alarms | AUROC |")
-    lines = [header, "|" + "---|" * 16]
+    lines = [header, "|" + "---|" * 17]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | "
+            f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | {r['epochs']} | "
             f"{r['parameters'] / 1e6:.1f} M | {r['train_seconds'] / 60:.1f} | "
             f"{r['inference_ms_per_image']:.1f} | {r['threshold']:.2f} / {r['min_area']} | "
             + " | ".join(f"{r['test_' + k]:.3f}" for k in ("dice", "iou", "miou", "tolerance_f1",

@@ -115,7 +115,7 @@ def test_detection_curve_runs_from_everything_flagged_to_nothing():
 
 def test_readme_table_is_replaced_between_markers(tmp_path):
     from scratch_utils.compare import markdown_table, update_readme
-    row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "parameters": 2.2e6,
+    row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,
            "train_seconds": 240.0, "inference_ms_per_image": 12.5, "threshold": 0.4, "min_area": 3}
     row.update({f"test_{k}": 0.5 for k in ("dice", "iou", "miou", "tolerance_f1", "precision",
                                             "recall", "detection_rate", "false_alarm_rate", "auroc")})
@@ -124,4 +124,4 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert update_readme(readme, [row])
     text = readme.read_text()
     assert "\nold\n" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
-    assert "| unet | bce_dice | - | 2.2 M | 4.0 | 12.5 | 0.40 / 3 |" in markdown_table([row])
+    assert "| unet | bce_dice | - | 10 | 2.2 M | 4.0 | 12.5 | 0.40 / 3 |" in markdown_table([row])
