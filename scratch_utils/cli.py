@@ -68,6 +68,13 @@ def _predict(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve import serve
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          save_uploads=args.save_uploads)
+    return 0
+
+
 def _report(args) -> int:
     from .notebooks import run_all
     run_all(profile=args.profile, only=args.only)
@@ -130,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (outside the input folder)")
     pr.add_argument("--threshold", type=float, default=None, help="default: the run's threshold")
     pr.set_defaults(run=_predict)
+
+    sv = commands.add_parser("serve", help="web app: upload a photo, get the scratch masked")
+    sv.add_argument("--model", required=True, help="run folder")
+    sv.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=10.0)
+    sv.add_argument("--save-uploads", dest="save_uploads", default=None,
+                    help="keep a copy of each upload in this folder (off by default)")
+    sv.set_defaults(run=_serve)
 
     report = commands.add_parser("report", help="run every notebook and keep its rendered outputs")
     report.add_argument("--profile", default="default", choices=["smoke", "default", "full"])

@@ -468,7 +468,7 @@ def fit_box(width: int, height: int, size: int, fit: str) -> tuple[int, int, int
     return w, h, (size - w) // 2, (size - h) // 2
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any colour mode -> 8-bit RGB (16-bit and float greyscale are rescaled, not clipped)."""
     if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
         values = np.asarray(image, dtype=np.float32)
@@ -504,7 +504,7 @@ def open_photo(path: str, size: int | None = None, fit: str = "stretch",
         image.load()
         if transpose:
             image = ImageOps.exif_transpose(image)
-        return _to_rgb(image), full
+        return to_rgb(image), full
     except FileNotFoundError:
         raise ItemError("image file disappeared during preparation") from None
     except UnidentifiedImageError:
@@ -564,7 +564,7 @@ def _read_mask_file(path: str, size: tuple[int, int]) -> np.ndarray:
             if mask_image.size != size:
                 raise ItemError(f"image is {size[0]}x{size[1]} but its mask "
                                 f"{Path(path).name} is {mask_image.size[0]}x{mask_image.size[1]}")
-            values = np.asarray(_to_rgb(mask_image).convert("L"))
+            values = np.asarray(to_rgb(mask_image).convert("L"))
     except ItemError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:

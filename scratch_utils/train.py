@@ -331,7 +331,8 @@ class Predictor:
         mask = full >= self.threshold
         return {"probability": full, "mask": mask, "defective": area >= max(1, self.min_area),
                 "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
-                "model_area_pixels": area}
+                "model_area_pixels": area, "model_mask": content >= self.threshold,
+                "scale": (width / box_w, height / box_h)}
 
 
 def _inputs(path: Path) -> list[Path]:

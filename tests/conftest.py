@@ -54,3 +54,24 @@ def aihub_source(tmp_path) -> Path:
         write_aihub_label(root / "label" / "door" / "scratch" / f"part_{k:02d}.json",
                           name, 320, 180, annotations, bom=k % 2 == 0)
     return root
+
+
+TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A tiny prepared set: 24 synthetic parts of 160x96 at 32 px."""
+    from scratch_utils.data import prepare
+    from scratch_utils.synthetic import generate
+    root = tmp_path_factory.mktemp("tiny")
+    generate(root / "source", count=24, seed=1, width=160, height=96, workers=1, progress=False)
+    prepare(root / "source", root / "prepared", size=32, progress=False)
+    return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def run(prepared, tmp_path_factory):
+    """A tiny U-Net run folder (one epoch): fast, for the machinery, not for accuracy."""
+    from scratch_utils.train import TrainConfig, train
+    return train(prepared, tmp_path_factory.mktemp("runs") / "unet", TrainConfig(**TINY), verbose=0)

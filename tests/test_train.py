@@ -10,26 +10,11 @@ from PIL import Image
 keras = pytest.importorskip("keras")
 
 from scratch_utils import models  # noqa: E402
-from scratch_utils.data import prepare  # noqa: E402
 from scratch_utils.errors import WeightsUnavailable  # noqa: E402
-from scratch_utils.synthetic import generate  # noqa: E402
 from scratch_utils.train import (Predictor, TrainConfig, load_run_model, predict,  # noqa: E402
                                  train)
 
-TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    generate(root / "source", count=24, seed=1, width=160, height=96, workers=1, progress=False)
-    prepare(root / "source", root / "prepared", size=32, progress=False)
-    return root / "prepared"
-
-
-@pytest.fixture(scope="module")
-def run(prepared, tmp_path_factory):
-    return train(prepared, tmp_path_factory.mktemp("runs") / "unet", TrainConfig(**TINY), verbose=0)
+from conftest import TINY  # noqa: E402
 
 
 def test_builders_shapes_and_skips():
