@@ -340,6 +340,7 @@ def discover_aihub(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
 def discover_coco(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
     skipped = list(scan.skipped)
     items, used = [], set()
+    mentioned: set[Path] = set()  # photos named by an entry, valid or not: reported once, via it
     coco_files = []
     for path in scan.jsons:
         try:
@@ -372,6 +373,7 @@ def discover_coco(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
                     raise ItemError(f"file_name {name!r} leaves SOURCE; only paths inside "
                                     f"SOURCE are accepted")
                 image_path = coco_path.parent / name
+                mentioned.add(image_path.resolve())
                 if not image_path.is_file():
                     raise ItemError(f"image {name!r} not found next to {coco_rel}")
                 if not is_within(image_path, source):
@@ -409,10 +411,8 @@ def discover_coco(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
                               quality="defective" if polygons or rles else "good",
                               polygons=polygons, rles=rles, declared_size=(width, height),
                               warnings=warnings))
-    referenced = {Path(i.image).resolve() for i in items}
     for path in scan.images:
-        if path.resolve() not in referenced and not any(
-                s["file"].endswith(path.name) for s in skipped):
+        if path.resolve() not in mentioned:
             skipped.append({"file": _rel(path, source), "reason": "image is not in any COCO file"})
     return items, skipped
 

@@ -362,3 +362,20 @@ def test_supersampled_coverage_agrees_with_full_resolution_rasterising():
         fast = polygon_coverage([flat], 1280, 720, (128, 96))
         assert np.abs(fast - reference).max() < 0.3
         assert abs(fast.sum() - reference.sum()) / reference.sum() < 0.03
+
+
+def test_coco_reports_unlisted_images_and_bad_entries_once(tmp_path):
+    root = tmp_path / "src"
+    write_photo(root / "a.jpg", width=60, height=40)
+    write_photo(root / "stray.jpg", width=60, height=40)
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 60, "height": 40},
+                       {"id": 2, "file_name": "../outside.jpg", "width": 60, "height": 40},
+                       {"id": 3, "file_name": "gone.jpg", "width": 60, "height": 40}],
+            "annotations": [], "categories": [{"id": 1, "name": "scratch"}]}
+    (root / "_annotations.coco.json").write_text(json.dumps(coco))
+    report = run(root, tmp_path / "out", size=16)
+    reasons = skipped_reasons(report)
+    assert reasons["stray.jpg"] == "image is not in any COCO file"
+    assert "leaves SOURCE" in reasons["_annotations.coco.json image 2"]
+    assert "not found" in reasons["_annotations.coco.json image 3"]
+    assert len(reasons) == 3 and report["counts"]["total"] == 1
