@@ -17,7 +17,8 @@ import numpy as np
 from .files import atomic_write_json, atomic_write_text
 from .metrics import detection_rates, evaluate_predictions, per_image_scores, predicted_areas
 
-THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+# Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.
+THRESHOLDS = (0.01, 0.02, 0.03) + tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 TARGET_DETECTION = 0.95
 

@@ -72,3 +72,14 @@ def test_notebook_normalisation_drops_run_noise_and_keeps_results():
     assert nb.cells[0].metadata == {"tags": ["keep"]} and nb.cells[0]["id"] == "cell-00"
     assert nb.metadata["kernelspec"]["name"] == "python3" and "widgets" not in nb.metadata
     nbformat.validate(nb)
+
+
+def test_outputs_are_written_with_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from scratch_utils.files import atomic_write_bytes
+    atomic_write_bytes(tmp_path / "x.png", b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "x.png").stat().st_mode) == 0o666 & ~umask
