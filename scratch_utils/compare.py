@@ -152,13 +152,16 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 def markdown_table(rows: list[dict]) -> str:
     """The README's results table: costs, then test scores at the validation-chosen point."""
     header = ("| model | loss | encoder | epochs | params | train min | infer ms/img | threshold / min area "
-              "| Dice | IoU | mIoU | tol. F1 | precision | recall | caught | false alarms | AUROC |")
-    lines = [header, "|" + "---|" * 17]
+              "| val: caught / false alarms | Dice | IoU | mIoU | tol. F1 | precision | recall | caught "
+              "| false alarms | AUROC |")
+    lines = [header, "|" + "---|" * 18]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | {r['epochs']} | "
             f"{r['parameters'] / 1e6:.1f} M | {r['train_seconds'] / 60:.1f} | "
             f"{r['inference_ms_per_image']:.1f} | {r['threshold']:.2f} / {r['min_area']} | "
+            f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
+            f"{'' if r['target_met_on_val'] else ' (target missed)'} | "
             + " | ".join(f"{r['test_' + k]:.3f}" for k in ("dice", "iou", "miou", "tolerance_f1",
                                                             "precision", "recall"))
             + f" | {r['test_detection_rate']:.0%} | {r['test_false_alarm_rate']:.0%} | "

@@ -17,6 +17,10 @@ from .profiles import repo_root
 
 KERNEL_NAME = "python3"
 TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
+# Harmless warnings whose text changes from run to run or machine to machine: tqdm without
+# ipywidgets, and Keras re-tracing predict when a loop evaluates several models.
+NOISY_WARNINGS = ("TqdmWarning: IProgress not found", "from .autonotebook import tqdm",
+                  "triggered tf.function retracing")
 KEEP_CELL_METADATA = {"tags", "nbval-ignore-output", "nbval-skip", "collapsed", "jupyter"}
 
 
@@ -33,6 +37,14 @@ def _is_noise(output) -> bool:
     return False
 
 
+def _drop_noisy_lines(output) -> None:
+    """Remove known harmless warnings from a stream output, whichever stream they came on."""
+    if output.get("output_type") != "stream":
+        return
+    lines = "".join(output.get("text", "")).splitlines(keepends=True)
+    output["text"] = "".join(line for line in lines if not any(w in line for w in NOISY_WARNINGS))
+
+
 def normalise(nb) -> None:
     """Drop what differs between runs of the same notebook (in place)."""
     nb.metadata = {
@@ -44,7 +56,10 @@ def normalise(nb) -> None:
         cell["id"] = f"cell-{index:02d}"
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.get("outputs", []) if not _is_noise(o)]
+            for output in cell.get("outputs", []):
+                _drop_noisy_lines(output)
+            cell.outputs = [o for o in cell.get("outputs", []) if not _is_noise(o)
+                            and not (o.get("output_type") == "stream" and not o.get("text", "").strip())]
             for output in cell.outputs:
                 if "metadata" in output:
                     output.metadata = {}

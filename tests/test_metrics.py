@@ -116,7 +116,8 @@ def test_detection_curve_runs_from_everything_flagged_to_nothing():
 def test_readme_table_is_replaced_between_markers(tmp_path):
     from scratch_utils.compare import markdown_table, update_readme
     row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,
-           "train_seconds": 240.0, "inference_ms_per_image": 12.5, "threshold": 0.4, "min_area": 3}
+           "train_seconds": 240.0, "inference_ms_per_image": 12.5, "threshold": 0.4, "min_area": 3,
+           "val_detection_rate": 0.9, "val_false_alarm_rate": 0.25, "target_met_on_val": False}
     row.update({f"test_{k}": 0.5 for k in ("dice", "iou", "miou", "tolerance_f1", "precision",
                                             "recall", "detection_rate", "false_alarm_rate", "auroc")})
     readme = tmp_path / "README.md"
@@ -124,4 +125,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert update_readme(readme, [row])
     text = readme.read_text()
     assert "\nold\n" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
-    assert "| unet | bce_dice | - | 10 | 2.2 M | 4.0 | 12.5 | 0.40 / 3 |" in markdown_table([row])
+    table = markdown_table([row])
+    assert "| unet | bce_dice | - | 10 | 2.2 M | 4.0 | 12.5 | 0.40 / 3 | 90% / 25% (target missed) |" in table
+    row["target_met_on_val"] = True
+    assert "| 90% / 25% |" in markdown_table([row])

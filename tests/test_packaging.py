@@ -64,11 +64,16 @@ def test_notebook_normalisation_drops_run_noise_and_keeps_results():
         new_output("stream", name="stderr", text="W0000 00:00:1795378474.836663    5027 "
                    "cache_dataset_ops.cc:912] The calling iterator did not fully read\n"),
         new_output("stream", name="stderr", text="preparing:  50%|#####     | 5/10 [00:01<00:01, 5it/s]\r"),
+        new_output("stream", name="stderr", text=".../tqdm/auto.py:21: TqdmWarning: IProgress not found. "
+                   "Please update jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n"),
         new_output("stream", name="stdout", text="600 parts\n"),
+        new_output("stream", name="stdout", text="WARNING:tensorflow:5 out of the last 17 calls to <function> "
+                   "triggered tf.function retracing. Tracing is expensive\n"),
+        new_output("stream", name="stderr", text="UserWarning: 3 labels skipped\n"),
     ], metadata={"execution": {"iopub.status.busy": "2026"}, "tags": ["keep"]})
     nb = new_notebook(cells=[cell], metadata={"widgets": {}, "kernelspec": {"name": "other", "display_name": "Other"}})
     normalise(nb)
-    assert [o["text"] for o in nb.cells[0].outputs] == ["600 parts\n"]
+    assert [o["text"] for o in nb.cells[0].outputs] == ["600 parts\n", "UserWarning: 3 labels skipped\n"]
     assert nb.cells[0].metadata == {"tags": ["keep"]} and nb.cells[0]["id"] == "cell-00"
     assert nb.metadata["kernelspec"]["name"] == "python3" and "widgets" not in nb.metadata
     nbformat.validate(nb)
