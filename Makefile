@@ -30,6 +30,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prepare.py
+	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_serve.py
+	$(PY) benchmarks/bench_serve.py --run data/default/runs/vgg16_unet
 
 clean-venv:
 	rm -rf $(VENV)

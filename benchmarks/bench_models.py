@@ -8,7 +8,7 @@ and filters, written inline here, compiled with Adam and BCE and no metrics. Rep
 training images/s, inference ms/image and the ratios (target: within 10%); writes
 ``benchmarks/results/models.json``.
 
-    python benchmarks/bench_models.py [--size 96] [--filters 16] [--steps 12] [--rounds 3]
+    python benchmarks/bench_models.py [--size 96] [--filters 16] [--steps 12] [--rounds 5]
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--models", nargs="*", default=["encoder_decoder", "unet", "vgg16_unet"])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = args.batch * args.steps
@@ -110,13 +111,16 @@ def main() -> None:
                        lambda: plain_vgg16_unet(args.size, f)),
     }
     results = {}
-    for name, (ours_builder, plain_builder) in contenders.items():
+    for name in args.models:
+        ours_builder, plain_builder = contenders[name]
         ours, plain = ours_builder(), plain_builder()
         assert ours.count_params() == plain.count_params(), (name, ours.count_params(), plain.count_params())
         prepare(ours, images, masks, args.batch, ours=True)
         prepare(plain, images, masks, args.batch, ours=False)
         # Interleaved rounds, best of each: both see the same machine state, and the
-        # best round is the least disturbed by anything else running.
+        # best round is the least disturbed. On this 2-core CPU a training round lands in
+        # one of two speed modes (about 37 or 55 img/s for the small models) whatever the
+        # model, so one round per side would compare luck, not code; medians are kept too.
         ours_rounds, plain_rounds = [], []
         for _ in range(args.rounds):
             ours_rounds.append(one_round(ours, images, masks, args.batch, args.steps))
@@ -125,18 +129,22 @@ def main() -> None:
         ours_infer = min(r[1] for r in ours_rounds)
         plain_train = max(r[0] for r in plain_rounds)
         plain_infer = min(r[1] for r in plain_rounds)
+        ours_median = float(np.median([r[0] for r in ours_rounds]))
+        plain_median = float(np.median([r[0] for r in plain_rounds]))
         results[name] = {
             "parameters": int(ours.count_params()),
             "ours_train_images_per_s": round(ours_train, 2),
             "plain_train_images_per_s": round(plain_train, 2),
             "train_ratio": round(ours_train / plain_train, 3),
+            "median_train_ratio": round(ours_median / plain_median, 3),
             "ours_inference_ms_per_image": round(ours_infer, 2),
             "plain_inference_ms_per_image": round(plain_infer, 2),
             "inference_ratio": round(ours_infer / plain_infer, 3),
         }
         r = results[name]
         print(f"{name:16s} {r['parameters'] / 1e6:5.2f} M | train {r['ours_train_images_per_s']:6.1f} vs "
-              f"{r['plain_train_images_per_s']:6.1f} img/s ({r['train_ratio']:.2f}x) | inference "
+              f"{r['plain_train_images_per_s']:6.1f} img/s ({r['train_ratio']:.2f}x, median "
+              f"{r['median_train_ratio']:.2f}x) | inference "
               f"{r['ours_inference_ms_per_image']:6.1f} vs {r['plain_inference_ms_per_image']:6.1f} ms/img "
               f"({r['inference_ratio']:.2f}x)", flush=True)
     out = HERE / "results" / "models.json"

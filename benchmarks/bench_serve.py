@@ -3,7 +3,7 @@
 Starts ``scratch_utils.serve`` (Werkzeug, threaded) on a free local port with a run folder
 (default: the best run of the default profile), then sends a bounded number of
 ``POST /api/v1/mask`` requests with a synthetic 1280x720 photo from N concurrent clients.
-Prints requests/s and latency percentiles; writes ``benchmarks/results/serve.json``.
+Prints requests/s and latency percentiles; writes ``benchmarks/results/serve_<run name>.json``.
 
     python benchmarks/bench_serve.py [--run RUN] [--requests 500] [--clients 8]
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import socket
@@ -49,6 +50,7 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per request
     server = make_server("127.0.0.1", port, create_app(args.run), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{port}/api/v1/mask"
@@ -72,7 +74,7 @@ def main() -> None:
     server.shutdown()
     latencies = np.array([latency for _, latency in results]) * 1000
     failures = sum(not ok for ok, _ in results)
-    result = {"benchmark": "serve", "run": args.run, "requests": args.requests,
+    result = {"benchmark": "serve", "run": Path(args.run).name, "requests": args.requests,
               "clients": args.clients, "photo": "1280x720 JPEG", "failures": failures,
               "requests_per_s": round(args.requests / seconds, 1),
               "latency_ms": {p: round(float(np.percentile(latencies, int(p[1:]))), 1)
@@ -81,7 +83,9 @@ def main() -> None:
     print(f"{args.requests} requests from {args.clients} clients: {result['requests_per_s']} req/s, "
           f"p50 {result['latency_ms']['p50']} ms, p95 {result['latency_ms']['p95']} ms, "
           f"failures {failures}")
-    (HERE / "results" / "serve.json").write_text(json.dumps(result, indent=1) + "\n")
+    out = HERE / "results" / f"serve_{Path(args.run).name}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,10 @@ def defect_boxes(mask: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0) -
 
 def _png_base64(image: Image.Image) -> str:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    # zlib level 1: at the default level 6, PNG encoding was 80% of a request; on a 1280x720
+    # overlay level 1 takes 53 ms instead of 234 ms for a file 3% larger (noisy photos
+    # hardly compress at any level).
+    image.save(buffer, format="PNG", compress_level=1)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -127,7 +130,7 @@ PAGE = """<!doctype html>
 <style>
  body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
  .pair {{ display: flex; gap: 1.5rem; flex-wrap: wrap; }}
- figure {{ margin: 0; }} img {{ max-width: 46vw; border: 1px solid #ccc; }}
+ figure {{ margin: 0; }} img {{ width: min(44vw, 720px); height: auto; border: 1px solid #ccc; }}
  .defective {{ color: #b0004e; }} .good {{ color: #1d7a3a; }} .error {{ color: #b00020; }}
 </style></head>
 <body>
