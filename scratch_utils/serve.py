@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, Request, jsonify, request
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .data import to_rgb
+from .data import ItemError
 from .files import atomic_write_bytes
 from .report import overlay
 from .train import Predictor
@@ -93,21 +93,18 @@ class MaskService:
         self.predictor = Predictor(run, threshold, min_area)
         self.lock = threading.Lock()  # one inference at a time: the CPU is the bottleneck anyway
 
-    def read_upload(self, data: bytes) -> Image.Image:
+    def read_upload(self, data: bytes) -> tuple[Image.Image, Image.Image]:
+        """(photo, photo as preparation decodes it) from the upload's bytes, in memory."""
         if not data:
             raise ValueError("the uploaded file is empty")
         try:
-            photo = Image.open(io.BytesIO(data))
-            photo.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                Image.DecompressionBombError) as exc:
-            raise ValueError(f"could not read the upload as an image ({type(exc).__name__}: "
-                             f"{exc})") from None
-        return to_rgb(photo)  # the same colour handling as preparation
+            return self.predictor.open(data)  # the same decoding and colour handling as preparation
+        except ItemError as exc:
+            raise ValueError(f"could not read the upload as an image ({exc})") from None
 
-    def analyse(self, photo: Image.Image) -> dict:
+    def analyse(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
         with self.lock:
-            result = self.predictor.predict_photo(photo)
+            result = self.predictor.predict_photo(photo, model_photo)
         width, height = photo.size
         p = self.predictor
         boxes = defect_boxes(result["model_mask"], *result["scale"])
@@ -201,24 +198,24 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
     @app.post("/api/v1/mask")
     def api_mask():
         try:
-            photo = service.read_upload(upload_bytes())
+            photos = service.read_upload(upload_bytes())
         except ValueError as exc:
             return error(400, str(exc))
-        return jsonify(service.analyse(photo))
+        return jsonify(service.analyse(*photos))
 
     @app.route("/", methods=["GET", "POST"])
     def page():
         result = ""
         if request.method == "POST":
             try:
-                photo = service.read_upload(upload_bytes())
-                answer = service.analyse(photo)
+                photos = service.read_upload(upload_bytes())
+                answer = service.analyse(*photos)
                 result = RESULT.format(
                     verdict=answer["verdict"],
                     verdict_text="Defective: scratch found" if answer["defective"] else "Good: no scratch found",
                     share=100 * answer["defect_area_share"], n_boxes=len(answer["boxes"]),
                     threshold=answer["threshold"], min_area=answer["min_area"],
-                    photo=_png_base64(photo), overlay=answer["overlay_png_base64"])
+                    photo=_png_base64(photos[0]), overlay=answer["overlay_png_base64"])
             except ValueError as exc:
                 result = f'<p id="error" class="error">{html.escape(str(exc))}</p>'
                 return PAGE.format(model=html.escape(service.run.name), result=result), 400

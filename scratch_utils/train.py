@@ -10,6 +10,7 @@ interrupted run never leaves a half-written run folder or clobbers an old one.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -311,18 +312,39 @@ class Predictor:
         self.threshold = float(self.config["threshold"] if threshold is None else threshold)
         self.min_area = int(self.config["min_area"] if min_area is None else min_area)
 
-    def preprocess(self, photo: Image.Image) -> tuple[np.ndarray, tuple]:
-        width, height = photo.size
+    def open(self, source) -> tuple[Image.Image, Image.Image]:
+        """(photo at full resolution, photo decoded the way preparation decodes it).
+
+        ``source`` is a path or the bytes of an upload. Preparation decodes JPEGs at a
+        reduced scale (reduce-on-decode); the model must see the same pixels here, or
+        the app and ``predict`` would disagree with the notebooks on some parts (3 of the
+        60 default test parts did with a full decode). Bad input raises ``ItemError``.
+        """
+        def fresh():
+            return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+
+        model_photo, full = open_photo(fresh(), self.size, self.fit)
+        photo = model_photo if model_photo.size == tuple(full) else open_photo(fresh())[0]
+        return photo, model_photo
+
+    def preprocess(self, photo: Image.Image, full_size: tuple[int, int] | None = None
+                   ) -> tuple[np.ndarray, tuple]:
+        """Model input in [0, 1] exactly as preparation writes it; ``full_size`` is the
+        photo's original size when ``photo`` was decoded at a reduced scale."""
+        width, height = full_size or photo.size
         box_w, box_h, x0, y0 = fit_box(width, height, self.size, self.fit)
         canvas = Image.new("RGB", (self.size, self.size))
         canvas.paste(photo.resize((box_w, box_h), Image.Resampling.LANCZOS, reducing_gap=3.0),
                      (x0, y0))
         return np.asarray(canvas, dtype=np.float32) / 255.0, (box_w, box_h, x0, y0)
 
-    def predict_photo(self, photo: Image.Image) -> dict:
-        """Probability map and mask at the photo's own size, verdict and area share."""
+    def predict_photo(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
+        """Probability map and mask at the photo's own size, verdict and area share.
+
+        Pass ``model_photo`` from :meth:`open` to match preparation pixel for pixel; an
+        image already in memory alone is resized from full resolution (nearly the same)."""
         width, height = photo.size
-        x, (box_w, box_h, x0, y0) = self.preprocess(photo)
+        x, (box_w, box_h, x0, y0) = self.preprocess(model_photo or photo, (width, height))
         probability = np.asarray(self.model.predict_on_batch(x[None]))[0, ..., 0]
         content = probability[y0:y0 + box_h, x0:x0 + box_w]
         area = int((content >= self.threshold).sum())
@@ -359,11 +381,11 @@ def predict(run, inputs, out, threshold: float | None = None, progress: bool = T
     rows, skipped = [], []
     for path in tqdm(paths, desc="predicting", unit="img", disable=not progress or len(paths) < 20):
         try:
-            photo, _ = open_photo(str(path))
+            photo, model_photo = predictor.open(path)
         except ItemError as exc:
             skipped.append({"file": str(path), "reason": str(exc)})
             continue
-        result = predictor.predict_photo(photo)
+        result = predictor.predict_photo(photo, model_photo)
         stem = path.stem if inputs.is_file() else path.relative_to(inputs).with_suffix("").as_posix().replace("/", "__")
         mask_png = Image.fromarray(result["mask"].astype(np.uint8) * 255, mode="L")
         atomic_write_bytes(out / f"{stem}.png", _png(mask_png))
@@ -383,7 +405,6 @@ def predict(run, inputs, out, threshold: float | None = None, progress: bool = T
 
 
 def _png(image: Image.Image) -> bytes:
-    import io
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)  # 4x faster than level 6, ~3% larger
     return buffer.getvalue()

@@ -66,7 +66,8 @@ def test_api_answers_like_predict_does(client, run, photos, quality):
     assert response.status_code == 200
     body = response.get_json()
     photo = Image.open(io.BytesIO(photos[quality])).convert("RGB")
-    expected = Predictor(run).predict_photo(photo)  # the notebooks' and `predict`'s code path
+    predictor = Predictor(run)
+    expected = predictor.predict_photo(*predictor.open(photos[quality]))  # `predict`'s code path
     assert body["defective"] == expected["defective"]
     assert body["verdict"] == ("defective" if expected["defective"] else "good")
     assert body["defect_area_share"] == pytest.approx(expected["defect_area_share"], abs=1e-6)

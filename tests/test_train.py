@@ -135,6 +135,28 @@ def test_predictor_threshold_decides(run):
     assert not never["defective"] and not never["mask"].any()
 
 
+def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
+    """`predict` and the app decode a JPEG as preparation does, so they and the notebooks
+    agree on every part; a full-resolution decode would not be pixel-identical."""
+    from scratch_utils.data import load_manifest
+    predictor = Predictor(run)
+    differs_when_fully_decoded = 0
+    for row in load_manifest(prepared)[:8]:
+        source = prepared.parent / "source" / row["source_image"]
+        photo, model_photo = predictor.open(source)
+        assert photo.size == (row["width"], row["height"]) and model_photo.size != photo.size
+        written = np.asarray(Image.open(prepared / "images" / f"{row['stem']}.png").convert("RGB"),
+                             dtype=np.float32) / 255.0
+        seen, _ = predictor.preprocess(model_photo, photo.size)
+        assert np.array_equal(seen, written), row["stem"]
+        full_decode, _ = predictor.preprocess(photo)
+        differs_when_fully_decoded += not np.array_equal(full_decode, written)
+    assert differs_when_fully_decoded  # the test would catch a return to the full decode
+    with open(source, "rb") as handle:  # uploads arrive as bytes: same pixels
+        from_bytes = predictor.open(handle.read())
+    assert np.array_equal(np.asarray(from_bytes[1]), np.asarray(model_photo))
+
+
 def test_cli_train_evaluate_predict(prepared, tmp_path):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "scratch_utils", *args], capture_output=True,
