@@ -7,6 +7,8 @@ then the test split is scored once at that operating point.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -99,9 +101,6 @@ def worst_cases(truths, probabilities, rows: list[dict], point: OperatingPoint, 
     return (picks + false_alarms)[:n]
 
 
-COLUMNS = ["model", "loss", "encoder_weights", "parameters", "train_seconds", "train_images_per_s",
-           "inference_ms_per_image", "threshold", "min_area", "val_detection_rate",
-           "val_false_alarm_rate"]
 SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detection_rate",
           "false_alarm_rate", "auroc"]
 
@@ -114,8 +113,7 @@ def comparison_row(name: str, config: dict, point: OperatingPoint, val: dict, te
            "parameters": extra.get("parameters"), "train_seconds": extra.get("train_seconds"),
            "train_images_per_s": extra.get("train_images_per_s"),
            "inference_ms_per_image": inference_ms, "threshold": point.threshold,
-           "min_area": point.min_area, "target_met_on_val": point.target_met,
-           "val_detection_rate": point.detection_rate, "val_false_alarm_rate": point.false_alarm_rate}
+           "min_area": point.min_area, "target_met_on_val": point.target_met}
     for split, scores in (("val", val), ("test", test)):
         for key in SCORES:
             row[f"{split}_{key}"] = scores[key]
@@ -132,11 +130,12 @@ def write_results(rows: list[dict], folder: Path) -> tuple[Path, Path]:
         return value
 
     rows = [{k: clean(v) for k, v in row.items()} for row in rows]
-    fields = list(rows[0])
-    lines = [",".join(fields)]
-    lines += [",".join("" if row[f] is None else str(row[f]) for f in fields) for row in rows]
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     csv_path, json_path = folder / "comparison.csv", folder / "comparison.json"
-    atomic_write_text(csv_path, "\n".join(lines) + "\n")
+    atomic_write_text(csv_path, table.getvalue())
     atomic_write_json(json_path, {"target_detection_rate": TARGET_DETECTION, "models": rows})
     return csv_path, json_path
 

@@ -611,13 +611,12 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
             area_in_pixels = mask_utils.area(rle) * box_w * box_h / (width * height)
             if not kept.any() or area_in_pixels < 0.5 * np.count_nonzero(coverage):
                 # A thin defect (most scratches): thresholding would break it into dashes.
-                # Keep every pixel it touches, found on a grid fine enough not to miss one.
+                # Keep every pixel it touches, found on a grid fine enough not to miss one
+                # (a raster mask's coverage is already exact).
                 if k < len(item.polygons):
-                    fine = polygon_coverage(item.polygons[k], width, height, (box_w, box_h),
-                                            THIN_SUPERSAMPLE)
-                else:
-                    fine = raster_coverage(mask_utils.decode(rle), (box_w, box_h))
-                kept = fine > 0
+                    coverage = polygon_coverage(item.polygons[k], width, height, (box_w, box_h),
+                                                THIN_SUPERSAMPLE)
+                kept = coverage > 0
             small |= kept
         union_area = float(mask_utils.area(mask_utils.merge(rles))) if rles else 0.0
         quality = item.quality or ("defective" if union_area > 0 else "good")

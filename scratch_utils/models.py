@@ -174,9 +174,7 @@ def vgg16_unet(input_size: int = 128, encoder_weights: str | None = "imagenet",
             "into ~/.keras/models/") from exc
     if encoder_weights == "hed":
         load_hed_encoder(vgg)
-    for layer in vgg.layers:
-        if layer.name.startswith("block"):
-            layer.trainable = not freeze_encoder
+    set_encoder_trainable(vgg, not freeze_encoder)
     skips = [vgg.get_layer(name).output for name in reversed(VGG16_SKIPS)]
     centre = vgg.get_layer(VGG16_CENTRE).output  # 1/16 of the input: the U-Net's centre
     return build_decoder(inputs, centre, skips, decoder_filters, upsampling, name="vgg16_unet")

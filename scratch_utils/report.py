@@ -5,6 +5,7 @@ and a scratch folder for smoke runs, so tests never overwrite the committed figu
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -34,6 +35,25 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55,
     image = image / 255.0 if image.max() > 1.0 else image
     weight = (np.asarray(mask, dtype=np.float32) > 0)[..., None] * alpha
     return image * (1 - weight) + weight * np.asarray(colour, dtype=np.float32)
+
+
+def overlay_image(photo: Image.Image, mask: np.ndarray) -> Image.Image:
+    """:func:`overlay` as an 8-bit RGB image: what ``predict`` writes and the app returns."""
+    return Image.fromarray((overlay(np.asarray(photo), mask) * 255).astype(np.uint8))
+
+
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """A boolean mask as an 8-bit 0/255 greyscale image."""
+    return Image.fromarray(np.asarray(mask, dtype=np.uint8) * np.uint8(255))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG at zlib level 1: at the default level 6, encoding a 1280x720 overlay took 234 ms
+    (80% of an app request); level 1 takes 53 ms for a file 3% larger (noisy photos
+    hardly compress at any level)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def _coco_polygons(prepared: Path) -> dict[str, list]:
