@@ -28,6 +28,8 @@ def _is_noise(output) -> bool:
     """Progress bars, widget state and TF start-up chatter: noise in a rendered notebook."""
     if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
         return True
+    if output.get("output_type") == "stream" and not "".join(output.get("text", "")).strip():
+        return True  # nothing left once the harmless warnings were dropped
     if output.get("output_type") == "stream" and output.get("name") == "stderr":
         text = "".join(output.get("text", ""))
         if "\r" in text or "it/s]" in text or "oneDNN" in text or "cuda" in text.lower():
@@ -58,8 +60,7 @@ def normalise(nb) -> None:
         if cell.cell_type == "code":
             for output in cell.get("outputs", []):
                 _drop_noisy_lines(output)
-            cell.outputs = [o for o in cell.get("outputs", []) if not _is_noise(o)
-                            and not (o.get("output_type") == "stream" and not o.get("text", "").strip())]
+            cell.outputs = [o for o in cell.get("outputs", []) if not _is_noise(o)]
             for output in cell.outputs:
                 if "metadata" in output:
                     output.metadata = {}

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
+from .metrics import per_image_scores
 from .profiles import figures_dir, get_profile
 
 DEFECT_COLOUR = (1.0, 0.1, 0.6)  # magenta: stands out on every paint colour
@@ -170,8 +171,7 @@ def show_predictions(images, masks, predictions: dict, threshold: float = 0.5, n
         axes[row, 1].set_title("ground truth", fontsize=8)
         for col, (name, probabilities) in enumerate(predictions.items(), start=2):
             predicted = np.asarray(probabilities[row]).squeeze() >= threshold
-            inter = (predicted & truth).sum()
-            dice = 2 * inter / (predicted.sum() + truth.sum()) if predicted.sum() + truth.sum() else 1.0
+            dice = per_image_scores(truth, predicted)["dice"][0]
             axes[row, col].imshow(overlay(images[row], predicted))
             axes[row, col].set_title(f"{name}: Dice {dice:.2f}", fontsize=8)
         for ax in axes[row]:
@@ -224,7 +224,7 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
             ax.plot(*points[name], marker="o", color=line.get_color(), markersize=7)
     if kind == "pr":
         ax.set_xlabel("recall (share of scratch pixels found)")
-        ax.set_ylabel("precision (share of painted pixels that are scratch)")
+        ax.set_ylabel("precision (share of masked pixels that are scratch)")
         ax.set_title("Pixel precision-recall, test split")
     else:
         ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
