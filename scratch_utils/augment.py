@@ -36,6 +36,12 @@ class AugmentConfig:
         return cls()
 
     @classmethod
+    def tiles(cls) -> "AugmentConfig":
+        """For training tiles: flips both ways (a crop is already a random shift) and a
+        little colour: the same scratch on another paint, under other lights."""
+        return cls(vertical_flip=True, shift=0.0, hue=0.05, brightness=0.1, contrast=0.1)
+
+    @classmethod
     def strong(cls) -> "AugmentConfig":
         """Every transform on: for small sets and photos from several cameras."""
         return cls(vertical_flip=True, rotation=0.03, zoom=0.1, hue=0.08, brightness=0.15,

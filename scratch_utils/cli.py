@@ -17,14 +17,24 @@ def _synth(args) -> int:
 
 def _prepare(args) -> int:
     from .data import prepare
-    report = prepare(args.source, args.out, fmt=args.format, size=args.size, fit=args.fit,
-                     seed=args.seed, workers=args.workers)
+    report = prepare(args.source, args.out, fmt=args.format, scale=args.scale,
+                     max_side=args.max_side, size=args.size, fit=args.fit, seed=args.seed,
+                     workers=args.workers)
     counts = report["counts"]
     for entry in report["skipped"]:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
     for warning in report["warnings"]:
         print(f"warning {warning}", file=sys.stderr)
     rate = report["images_per_second"]
+    settings, estimate = report["settings"], report["settings"].get("scale_estimate")
+    if settings.get("size"):
+        print(f"geometry: {settings['size']}x{settings['size']} square ({settings['fit']})")
+    else:
+        print(f"geometry: scale {settings['scale']:g}"
+              + (f", longer side at most {settings['max_side']} px" if settings.get("max_side") else "")
+              + (f" (auto: the narrowest defects are {estimate['narrowest_defect_px']} px wide at "
+                 f"source, {estimate['narrowest_defect_px'] * settings['scale']:.2f} px prepared)"
+                 if estimate and estimate.get("narrowest_defect_px") else ""))
     print(f"{report['format']}: prepared {counts['prepared']}, up to date {counts['up_to_date']}, "
           f"skipped {counts['skipped']} -> {counts['total']} pairs "
           f"({counts['defective']} defective, {counts['good']} good; train {counts['train']}, "
@@ -46,20 +56,32 @@ def _train(args) -> int:
     run = train(args.data, args.out, TrainConfig(**values), overwrite=args.overwrite)
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]
-    print(f"run {run}: test dice {test['dice']:.3f}, IoU {test['iou']:.3f}, mIoU {test['miou']:.3f}, "
-          f"detection {test['detection_rate']:.0%}, false alarms {test['false_alarm_rate']:.0%}")
+    point = metrics["operating_point"]
+    print(f"run {run}: operating point (chosen on validation) threshold {point['threshold']:.2f}, "
+          f"minimum area {point['min_area']} px; test at the photos' own resolution: "
+          f"dice {test['dice']:.3f}, IoU {test['iou']:.3f}, caught {test['detection_rate']:.0%} "
+          f"of defective parts, false alarms on {test['false_alarm_rate']:.0%} of good parts")
     return 0
+
+
+def _scale(value: str):
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale must be 'auto' or a fraction, got {value!r}") from None
 
 
 def _evaluate(args) -> int:
     from .train import evaluate_run
-    scores = evaluate_run(args.model, args.data, args.split)
+    scores = evaluate_run(args.model, args.data, args.split, threshold=args.threshold)
     print(json.dumps(scores, indent=1))
     return 0
 
 
 def _predict(args) -> int:
-    from .train import predict
+    from .predict import predict
     result = predict(args.model, args.input, args.out, threshold=args.threshold)
     for entry in result["skipped"]:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
@@ -99,9 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("source", help="folder with the photos and labels (never modified)")
     prep.add_argument("--out", required=True, help="output folder (outside SOURCE)")
     prep.add_argument("--format", default="auto", choices=["auto", "aihub", "coco", "pairs"])
-    prep.add_argument("--size", type=int, default=128, help="side of the square output")
+    prep.add_argument("--scale", type=_scale, default="auto",
+                      help="fraction of each photo's own resolution, aspect ratio kept (default "
+                           "auto: the narrowest defects stay about 1 px wide)")
+    prep.add_argument("--max-side", dest="max_side", type=int, default=None,
+                      help="cap on the longer side after scaling, in pixels")
+    prep.add_argument("--size", type=int, default=None,
+                      help="instead of scaling, squash into a SIZE x SIZE square (the seeds: 128)")
     prep.add_argument("--fit", default="stretch", choices=["stretch", "pad"],
-                      help="stretch to the square (the seeds) or keep the aspect ratio and pad")
+                      help="with --size: stretch to the square (the seeds) or keep the aspect ratio and pad")
     prep.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     prep.set_defaults(run=_prepare)
@@ -119,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--learning-rate", dest="learning_rate", type=float)
     tr.add_argument("--encoder-weights", dest="encoder_weights", choices=["imagenet", "hed", "none"])
     tr.add_argument("--freeze-encoder-epochs", dest="freeze_encoder_epochs", type=int)
+    tr.add_argument("--tile-size", dest="tile_size", type=int, help="training crop side (multiple of 16)")
+    tr.add_argument("--defect-share", dest="defect_share", type=float,
+                    help="share of training tiles centred on a defect (default 0.5)")
+    tr.add_argument("--tiles-per-epoch", dest="tiles_per_epoch", type=int,
+                    help="default: one per training photo")
     tr.add_argument("--early-stopping", dest="early_stopping", type=int, help="patience in epochs")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--deterministic", action="store_true", default=None)
@@ -129,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="run folder")
     ev.add_argument("--data", default=None, help="prepared folder (default: the run's own)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--threshold", type=float, default=None,
+                    help="default: the run's operating point (chosen on validation by train)")
     ev.set_defaults(run=_evaluate)
 
     pr = commands.add_parser("predict", help="mask the scratches on photos of any size")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation import THRESHOLDS, SplitPredictions, pixel_curve, threshold_index
 from .files import atomic_write_json, atomic_write_text
-from .metrics import detection_rates, evaluate_predictions, per_image_scores, predicted_areas
+from .metrics import detection_rates
 
-# Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.
-THRESHOLDS = (0.01, 0.02, 0.03) + tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
-MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+# Minimum defect areas, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
+MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 TARGET_DETECTION = 0.95
 
 
@@ -35,18 +35,17 @@ class OperatingPoint:
     target: float = TARGET_DETECTION
 
 
-def choose_operating_point(truths, probabilities, target: float = TARGET_DETECTION,
-                           thresholds=THRESHOLDS, min_areas=MIN_AREAS) -> OperatingPoint:
-    """Lowest false-alarm rate among the (threshold, min_area) pairs that catch ``target``
-    of the defective parts; ties go to the higher threshold, then the larger area (the
-    stricter rule). If none reaches the target, the pair with the highest detection rate."""
-    truths = np.asarray(truths).astype(bool)
-    is_defective = truths.reshape(len(truths), -1).any(axis=1)
+def choose_operating_point(predictions: SplitPredictions, target: float = TARGET_DETECTION,
+                           min_areas=MIN_AREAS) -> OperatingPoint:
+    """Lowest false-alarm rate among the (threshold, min_area) pairs of the grid that catch
+    ``target`` of the defective parts; ties go to the higher threshold, then the larger area
+    (the stricter rule). If none reaches the target, the pair with the highest detection
+    rate (the plant's priority), ties to fewer false alarms."""
+    areas, is_defective = predictions.stats["area"], predictions.is_defective
     candidates = []
-    for threshold in thresholds:
-        areas = predicted_areas(probabilities, threshold)
+    for k, threshold in enumerate(predictions.thresholds):
         for min_area in min_areas:
-            rates = detection_rates(is_defective, areas >= min_area)
+            rates = detection_rates(is_defective, areas[:, k] >= min_area)
             candidates.append((rates["detection_rate"], rates["false_alarm_rate"],
                                float(threshold), int(min_area)))
     meeting = [c for c in candidates if c[0] >= target]
@@ -59,43 +58,31 @@ def choose_operating_point(truths, probabilities, target: float = TARGET_DETECTI
     return OperatingPoint(threshold, min_area, detection, false_alarm, bool(meeting), target)
 
 
-def detection_curve(truths, probabilities, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(false-alarm rates, detection rates) as ``min_area`` sweeps from 1 to the largest area."""
-    truths = np.asarray(truths).astype(bool)
-    is_defective = truths.reshape(len(truths), -1).any(axis=1)
-    areas = predicted_areas(probabilities, threshold)
-    levels = np.unique(np.concatenate([[1], areas[areas > 0], [areas.max() + 1]]))
-    points = [detection_rates(is_defective, areas >= level) for level in levels]
+def detection_curve(predictions: SplitPredictions, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(false-alarm rates, detection rates) as ``min_area`` sweeps the grid the operating
+    point is searched on, at ``threshold``."""
+    areas = predictions.stats["area"][:, threshold_index(predictions, threshold)]
+    points = [detection_rates(predictions.is_defective, areas >= level) for level in MIN_AREAS]
     return (np.array([p["false_alarm_rate"] for p in points]),
             np.array([p["detection_rate"] for p in points]))
 
 
-def precision_recall_curve(truths, probabilities, thresholds=np.linspace(0.02, 0.98, 49)):
-    """Pixel-level (recall, precision) of the defect class as the threshold sweeps."""
-    truths = np.asarray(truths).astype(bool).reshape(-1)
-    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)
-    positives = truths.sum()
-    recalls, precisions = [], []
-    for threshold in thresholds:
-        predicted = probabilities >= threshold
-        tp = np.sum(predicted & truths)
-        recalls.append(tp / positives if positives else 1.0)
-        precisions.append(tp / predicted.sum() if predicted.sum() else 1.0)
-    return np.array(recalls), np.array(precisions)
+def precision_recall_curve(predictions: SplitPredictions) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (recall, precision) of the defect class at photo resolution over the threshold grid."""
+    curve = pixel_curve(predictions)
+    return curve["recall"], curve["precision"]
 
 
-def score_at(truths, probabilities, point: OperatingPoint) -> dict:
-    return evaluate_predictions(truths, probabilities, point.threshold, point.min_area)
-
-
-def worst_cases(truths, probabilities, rows: list[dict], point: OperatingPoint, n: int = 4):
-    """Indices of the worst test parts: missed or poorly segmented defects, then false alarms."""
-    truths = np.asarray(truths).astype(bool)
-    predicted = np.asarray(probabilities) >= point.threshold
-    dice = per_image_scores(truths, predicted)["dice"]
-    called = predicted_areas(probabilities, point.threshold) >= point.min_area
-    defective = np.array([r["quality"] == "defective" for r in rows])
-    ranked = [int(k) for k in np.argsort(dice) if defective[k]]
+def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4) -> list[int]:
+    """Indices of the worst parts: missed or poorly segmented defects, then false alarms."""
+    k = threshold_index(predictions, point.threshold)
+    s = predictions.stats
+    tp, fp = s["tp"][:, k], s["fp"][:, k]
+    fn = s["positives"] - tp
+    dice = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
+    called = s["area"][:, k] >= point.min_area
+    defective = predictions.is_defective
+    ranked = [int(k) for k in np.argsort(dice, kind="stable") if defective[k]]
     false_alarms = [int(k) for k in np.where(called & ~defective)[0]]
     picks = ranked[: max(1, n - min(len(false_alarms), n // 2))]
     return (picks + false_alarms)[:n]
@@ -105,18 +92,22 @@ SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detecti
           "false_alarm_rate", "auroc"]
 
 
-def comparison_row(name: str, config: dict, point: OperatingPoint, val: dict, test: dict,
-                   inference_ms: float) -> dict:
-    extra = config.get("extra", {})
+def comparison_row(name: str, config: dict, metrics: dict) -> dict:
+    """One row of the comparison from a run's ``config.json`` and ``metrics.json``."""
+    extra, point = config.get("extra", {}), metrics["operating_point"]
+    geometry = config.get("geometry", {})
     row = {"name": name, "model": config["model"], "loss": config["loss"], "epochs": config["epochs"],
            "encoder_weights": config.get("encoder_weights") or "",
+           "input": (f"{geometry['size']} px square" if geometry.get("size")
+                     else f"scale {geometry.get('scale'):g}, {extra.get('tile_size')} px tiles"),
            "parameters": extra.get("parameters"), "train_seconds": extra.get("train_seconds"),
-           "train_images_per_s": extra.get("train_images_per_s"),
-           "inference_ms_per_image": inference_ms, "threshold": point.threshold,
-           "min_area": point.min_area, "target_met_on_val": point.target_met}
-    for split, scores in (("val", val), ("test", test)):
+           "train_tiles_per_s": extra.get("train_tiles_per_s"),
+           "inference_ms_per_photo": metrics.get("inference_ms_per_photo"),
+           "threshold": point["threshold"], "min_area": point["min_area"],
+           "target_met_on_val": point["target_met"]}
+    for split in ("val", "test"):
         for key in SCORES:
-            row[f"{split}_{key}"] = scores[key]
+            row[f"{split}_{key}"] = metrics[split][key]
     return row
 
 
@@ -150,15 +141,15 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def markdown_table(rows: list[dict]) -> str:
     """The README's results table: costs, then test scores at the validation-chosen point."""
-    header = ("| model | loss | encoder | epochs | params | train min | infer ms/img | threshold / min area "
-              "| val: caught / false alarms | Dice | IoU | mIoU | tol. F1 | precision | recall | caught "
-              "| false alarms | AUROC |")
-    lines = [header, "|" + "---|" * 18]
+    header = ("| model | loss | encoder | input | epochs | params | train min | infer ms/photo "
+              "| threshold / min area | val: caught / false alarms | Dice | IoU | mIoU | tol. F1 "
+              "| precision | recall | caught | false alarms | AUROC |")
+    lines = [header, "|" + "---|" * 19]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | {r['epochs']} | "
-            f"{r['parameters'] / 1e6:.1f} M | {r['train_seconds'] / 60:.1f} | "
-            f"{r['inference_ms_per_image']:.1f} | {r['threshold']:.2f} / {r['min_area']} | "
+            f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | {r['input']} | {r['epochs']} | "
+            f"{r['parameters'] / 1e6:.2f} M | {r['train_seconds'] / 60:.1f} | "
+            f"{r['inference_ms_per_photo']:.0f} | {r['threshold']:.2f} / {r['min_area']} | "
             f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
             f"{'' if r['target_met_on_val'] else ' (target missed)'} | "
             + " | ".join(f"{r['test_' + k]:.3f}" for k in ("dice", "iou", "miou", "tolerance_f1",

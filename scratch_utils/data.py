@@ -10,7 +10,9 @@ Introduced in notebook 01. Three source formats share one code path:
 - ``pairs``: ``images/`` + ``masks/`` with matching stems, or folders ``X`` + ``X_labels``
   (or ``X_masks``) paired by stem or by sorted name (the medical course layout).
 
-Output contract (``DIR``): ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (L, 0/255),
+Output contract (``DIR``): ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (L, 0/255), both at
+the working geometry (:mod:`scratch_utils.geometry`: a scale of the photo's own resolution by
+default, chosen so the narrowest defect stays a pixel wide; the seeds' square on request),
 ``coco.json`` (defect polygons at source resolution), ``manifest.csv`` and ``report.json``.
 
 Nothing under SOURCE is ever written, moved or deleted; outputs are written atomically;
@@ -36,10 +38,10 @@ from pycocotools import mask as mask_utils
 
 from . import QUALITY_DEFECTIVE, QUALITY_GOOD
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_within
+from .geometry import FITS, Geometry, fit_box, pick_scale  # noqa: F401 - fit_box re-exported
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FORMATS = ("auto", "aihub", "coco", "pairs")
-FITS = ("stretch", "pad")
 QUALITY_ALIASES = {
     QUALITY_GOOD: "good", "good": "good", "ok": "good", "normal": "good",
     QUALITY_DEFECTIVE: "defective", "defective": "defective", "defect": "defective",
@@ -53,8 +55,10 @@ STATE_FILE = ".prepare_state.json"
 # scratch thinner than a prepared pixel) keeps every pixel it touches, so
 # downscaling never erases a scratch or breaks it into dashes.
 MIN_COVERAGE = 0.25
+# `--scale auto` keeps the narrowest defects (5th percentile of their widths) this wide.
+MIN_DEFECT_WIDTH_PX = 1.0
 # Bump when the preparation code changes what it writes: outputs are then re-made.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 
 
 class PrepareError(Exception):
@@ -83,12 +87,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Settings:
-    size: int = 128
-    fit: str = "stretch"
+    geometry: Geometry = Geometry(scale=0.5)
     min_coverage: float = MIN_COVERAGE
 
     def key(self) -> str:
-        return json.dumps({**asdict(self), "version": PREPARE_VERSION}, sort_keys=True)
+        return json.dumps({**self.geometry.as_dict(), "min_coverage": self.min_coverage,
+                           "version": PREPARE_VERSION}, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -459,15 +463,6 @@ def discover_pairs(source: Path, scan: Scan) -> tuple[list[Item], list[dict]]:
 
 # --------------------------------------------------------------------------- one item
 
-def fit_box(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
-    """Where a ``width`` x ``height`` photo lands in the ``size`` square: (w, h, x0, y0)."""
-    if fit == "stretch":
-        return size, size, 0, 0
-    scale = size / max(width, height)
-    w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    return w, h, (size - w) // 2, (size - h) // 2
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any colour mode -> 8-bit RGB (16-bit and float greyscale are rescaled, not clipped)."""
     if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
@@ -481,25 +476,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_photo(path: str, size: int | None = None, fit: str = "stretch",
-               declared_size: tuple[int, int] | None = None) -> tuple[Image.Image, tuple]:
+def open_photo(path, geometry: Geometry | None = None,
+               declared_size: tuple[int, int] | None = None,
+               exif: str = "label") -> tuple[Image.Image, tuple]:
     """Open, check and decode a photo; returns (RGB image, full-resolution (w, h)).
 
-    With ``size``, JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that still
-    covers the ``size`` box (reduce-on-decode), which is most of preparation's speed. EXIF rotation is applied
-    when the label's stated size matches the rotated photo.
+    With a ``geometry``, JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that still
+    covers the model-input box (reduce-on-decode), which is most of preparation's speed.
+    EXIF rotation: ``exif="label"`` (preparation) applies it when the label's stated size
+    matches the rotated photo; ``"always"`` (predict, the app) shows the photo as people see it.
     """
     try:
         image = Image.open(path)
         full = image.size
         transpose = False
         orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
-        if declared_size and orientation in (5, 6, 7, 8) and tuple(declared_size) == full[::-1]:
+        if exif == "always" and orientation in (2, 3, 4, 5, 6, 7, 8):
+            transpose, full = True, (full[::-1] if orientation in (5, 6, 7, 8) else full)
+        elif declared_size and orientation in (5, 6, 7, 8) and tuple(declared_size) == full[::-1]:
             transpose, full = True, full[::-1]
         elif declared_size and orientation in (2, 3, 4) and tuple(declared_size) == full:
             transpose = True
-        if size and image.format == "JPEG":
-            box_w, box_h, _, _ = fit_box(*full, size, fit)
+        if geometry is not None and image.format == "JPEG":
+            layout = geometry.layout(*full)
+            box_w, box_h = layout.box_w, layout.box_h
             image.draft("RGB", (box_h, box_w) if full != image.size else (box_w, box_h))
         image.load()
         if transpose:
@@ -585,6 +585,19 @@ def _rle_json(rle: dict) -> dict:
             "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
+def model_input_image(photo: Image.Image, layout) -> Image.Image:
+    """The photo resized into its layout's box on the canvas: what ``prepare`` writes and
+    what ``predict`` and the app feed the model (one function, so they never disagree)."""
+    box = (layout.box_w, layout.box_h)
+    resized = photo if photo.size == box else photo.resize(box, Image.Resampling.LANCZOS,
+                                                            reducing_gap=3.0)
+    if (layout.canvas_w, layout.canvas_h) == box:
+        return resized
+    canvas = Image.new("RGB", (layout.canvas_w, layout.canvas_h))
+    canvas.paste(resized, (layout.x0, layout.y0))
+    return canvas
+
+
 def prepare_item(item: Item, settings: Settings, out: str) -> dict:
     """Prepare one photo: write ``images/<stem>.png`` and ``masks/<stem>.png``.
 
@@ -592,12 +605,12 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
     or ``{"error": reason}``. Never raises for a bad item.
     """
     try:
-        photo, (width, height) = open_photo(item.image, settings.size, settings.fit,
-                                            item.declared_size)
+        photo, (width, height) = open_photo(item.image, settings.geometry, item.declared_size)
         if item.declared_size and tuple(item.declared_size) != (width, height):
             raise ItemError(f"label says {item.declared_size[0]}x{item.declared_size[1]} "
                             f"but the image is {width}x{height}")
-        box_w, box_h, x0, y0 = fit_box(width, height, settings.size, settings.fit)
+        layout = settings.geometry.layout(width, height)
+        box_w, box_h, x0, y0 = layout.box_w, layout.box_h, layout.x0, layout.y0
         if item.mask:
             full_mask = _read_mask_file(item.mask, (width, height))
             item.rles = [mask_utils.encode(np.asfortranarray(full_mask))] if full_mask.any() else []
@@ -621,10 +634,8 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
         union_area = float(mask_utils.area(mask_utils.merge(rles))) if rles else 0.0
         quality = item.quality or ("defective" if union_area > 0 else "good")
 
-        image_out = Image.new("RGB", (settings.size, settings.size))
-        image_out.paste(photo.resize((box_w, box_h), Image.Resampling.LANCZOS,
-                                     reducing_gap=3.0), (x0, y0))
-        mask_out = np.zeros((settings.size, settings.size), dtype=np.uint8)
+        image_out = model_input_image(photo, layout)
+        mask_out = np.zeros((layout.canvas_h, layout.canvas_w), dtype=np.uint8)
         mask_out[y0:y0 + box_h, x0:x0 + box_w] = small * np.uint8(255)
         out_dir = Path(out)
         atomic_write_bytes(out_dir / "images" / f"{item.stem}.png", _encode_png(image_out))
@@ -711,9 +722,15 @@ def _unique_stems(items: list[Item], skipped: list[dict]) -> list[Item]:
 
 
 def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto",
-            size: int = 128, fit: str = "stretch", split=(0.8, 0.1, 0.1), seed: int = 0,
+            scale: float | str | None = "auto", max_side: int | None = None,
+            size: int | None = None, fit: str = "stretch", split=(0.8, 0.1, 0.1), seed: int = 0,
             workers: int | None = None, progress: bool = True) -> dict:
     """Prepare SOURCE into OUT (see the module docstring); returns the report dict.
+
+    Geometry: by default (``scale="auto"``) photos keep their aspect ratio and are scaled so
+    the narrowest defects stay about a pixel wide (:func:`estimate_scale`); ``scale=0.5``
+    fixes the fraction, ``max_side`` caps the longer side; ``size=128`` instead squashes
+    every photo into the seeds' square (``fit`` stretch or pad), the course's baseline.
 
     Raises PrepareError when SOURCE cannot be used at all; bad individual files are
     skipped and listed in the report with the reason.
@@ -721,10 +738,10 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     started = time.perf_counter()
     if fmt not in FORMATS:
         raise PrepareError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if fit not in FITS:
-        raise PrepareError(f"unknown fit {fit!r}: choose one of {', '.join(FITS)}")
-    if not 16 <= int(size) <= 4096:
-        raise PrepareError(f"size {size} is out of range (16..4096)")
+    try:
+        Geometry(scale=None if scale == "auto" else scale, max_side=max_side, size=size, fit=fit)
+    except (TypeError, ValueError) as exc:
+        raise PrepareError(str(exc)) from None
     source, out = Path(source).expanduser(), Path(out).expanduser()
     if not source.exists():
         raise PrepareError(f"SOURCE {source} does not exist")
@@ -743,7 +760,13 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     discover = {"aihub": discover_aihub, "coco": discover_coco, "pairs": discover_pairs}[detected]
     items, skipped = discover(source, scan)
     items = _unique_stems(items, skipped)
-    settings = Settings(size=int(size), fit=fit)
+    estimate = None
+    if size is None and scale == "auto":
+        estimate = estimate_scale(items)
+        scale = estimate["scale"]
+    geometry = Geometry(scale=None if size else float(scale), max_side=None if size else max_side,
+                        size=int(size) if size else None, fit=fit)
+    settings = Settings(geometry=geometry)
 
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
@@ -802,7 +825,9 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     splits = Counter(r["split"] for r in rows)
     report = {
         "source": str(source), "out": str(out.resolve()), "format": detected,
-        "settings": asdict(settings) | {"split": list(split), "seed": seed},
+        "settings": geometry.as_dict() | {"min_coverage": settings.min_coverage,
+                                          "split": list(split), "seed": seed,
+                                          "scale_estimate": estimate},
         "counts": {"images_found": len(scan.images), "labels_found": len(scan.jsons),
                    "prepared": prepared, "up_to_date": len(items) - processed,
                    "total": len(rows), "skipped": len(skipped),
@@ -816,6 +841,64 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     }
     atomic_write_json(out / "report.json", report)
     return report
+
+
+def defect_width(polygons: list) -> float:
+    """Mean width in pixels of a defect drawn as polygon(s): ``2 * area / perimeter``, exact
+    for a long thin strip (a scratch) and the radius for a round blob."""
+    area = perimeter = 0.0
+    for poly in polygons:
+        xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+        area += 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+        perimeter += float(np.sum(np.hypot(*(xy - np.roll(xy, 1, axis=0)).T)))
+    return 2 * area / perimeter if perimeter else 0.0
+
+
+def mask_width(mask: np.ndarray) -> float:
+    """:func:`defect_width` of a raster mask: the perimeter counts pixel edges."""
+    mask = np.pad(np.asarray(mask, bool), 1)
+    edges = np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
+    return 2 * float(mask.sum()) / edges if edges else 0.0
+
+
+def estimate_scale(items: list[Item], min_width_px: float = MIN_DEFECT_WIDTH_PX,
+                   sample: int = 400) -> dict:
+    """The working scale for ``prepare --scale auto``: the smallest of 1, 1/2, 1/4, 1/8 at
+    which the narrowest defects (5th percentile of their widths at source resolution, over
+    up to ``sample`` defects) stay ``min_width_px`` wide. Squashing further erases them."""
+    widths = []
+    for item in items:
+        widths += [defect_width(polys) for polys in item.polygons]
+        if len(widths) >= sample:
+            break
+    if not widths:  # masks or RLE only: measure a few rasters
+        for item in items[: sample // 4]:
+            try:
+                if item.mask:
+                    with Image.open(item.mask) as handle:
+                        raster = np.asarray(handle.convert("L")) > 127
+                    if raster.any():
+                        widths.append(mask_width(raster))
+                widths += [mask_width(mask_utils.decode(rle)) for rle in item.rles
+                           if isinstance(rle, dict) and not isinstance(rle.get("counts"), list)]
+            except (OSError, ValueError):
+                continue
+    widths = [w for w in widths if w > 0]
+    narrowest = float(np.percentile(widths, 5)) if widths else None
+    return {"scale": pick_scale(narrowest, min_width_px), "min_width_px": min_width_px,
+            "narrowest_defect_px": round(narrowest, 2) if narrowest else None,
+            "median_defect_px": round(float(np.median(widths)), 2) if widths else None,
+            "defects_measured": len(widths)}
+
+
+def prepared_geometry(prepared: str | os.PathLike) -> Geometry:
+    """The geometry a prepared folder was made with (from its ``report.json``)."""
+    report = json.loads((Path(prepared) / "report.json").read_text(encoding="utf-8"))
+    settings = report["settings"]
+    if "scale" not in settings and "size" in settings:  # folders from before scale mode
+        return Geometry(size=settings["size"], fit=settings.get("fit", "stretch"))
+    return Geometry.from_dict(settings)
 
 
 def _write_outputs(out: Path, rows: list[dict], state: dict, source: Path) -> None:
@@ -854,25 +937,28 @@ def load_manifest(prepared: str | os.PathLike, split: str | None = None) -> list
 
 
 def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
-                    fmt: str = "auto", progress: bool = True) -> Path:
+                    fmt: str = "auto", progress: bool = True, square: int | None = None) -> Path:
     """The prepared folder every notebook starts from, made if missing or out of date.
 
     With ``source=None`` the profile's synthetic AIHub-format set is generated first
     (``data/<profile>/synthetic``); with a folder of your own it is prepared instead, by
-    the same code. Returns ``data/<profile>/prepared-<size>`` (or ``...-<name>-<size>``).
+    the same code. The geometry is the automatic working scale, or with ``square=128`` the
+    seeds' squash (the baseline). Returns ``data/<profile>/prepared-scaled`` (or
+    ``prepared-square128``; ``prepared-<folder name>-...`` for your own data).
     """
     from . import synthetic
     from .profiles import get_profile, profile_dir
 
     profile = get_profile(profile) if not hasattr(profile, "name") else profile
     base = profile_dir(profile)
+    tag = f"square{square}" if square else "scaled"
     if source is None:
         source = base / "synthetic"
         synthetic.generate(source, count=profile.synth_count, seed=0,
                            width=profile.synth_width, height=profile.synth_height,
                            progress=progress)
-        out = base / f"prepared-{profile.image_size}"
+        out = base / f"prepared-{tag}"
     else:
-        out = base / f"prepared-{Path(source).name}-{profile.image_size}"
-    prepare(source, out, fmt=fmt, size=profile.image_size, progress=progress)
+        out = base / f"prepared-{Path(source).name}-{tag}"
+    prepare(source, out, fmt=fmt, size=square, progress=progress)
     return out

@@ -77,13 +77,24 @@ def dilate(masks, radius: int) -> np.ndarray:
     return out
 
 
-def tolerance_scores(true, pred, tolerance: int = 2) -> dict:
-    """Precision, recall and F1 where a pixel within ``tolerance`` px counts as a hit."""
+def tolerance_counts(true, pred, tolerance: int = 2) -> dict:
+    """Pixel counts behind :func:`tolerance_scores`, to pool over photos of any size:
+    predicted pixels near a true one (``hits``) and true pixels near a prediction (``found``)."""
     true, pred = _bool(true), _bool(pred)
-    precision = float(_ratio(np.sum(pred & dilate(true, tolerance)), np.sum(pred)))
-    recall = float(_ratio(np.sum(true & dilate(pred, tolerance)), np.sum(true)))
+    return {"hits": int(np.sum(pred & dilate(true, tolerance))), "predicted": int(np.sum(pred)),
+            "found": int(np.sum(true & dilate(pred, tolerance))), "true": int(np.sum(true))}
+
+
+def tolerance_from_counts(counts: dict) -> dict:
+    precision = float(_ratio(counts["hits"], counts["predicted"]))
+    recall = float(_ratio(counts["found"], counts["true"]))
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"tolerance_precision": precision, "tolerance_recall": recall, "tolerance_f1": f1}
+
+
+def tolerance_scores(true, pred, tolerance: int = 2) -> dict:
+    """Precision, recall and F1 where a pixel within ``tolerance`` px counts as a hit."""
+    return tolerance_from_counts(tolerance_counts(true, pred, tolerance))
 
 
 def predicted_areas(probabilities, threshold: float = 0.5) -> np.ndarray:

@@ -89,9 +89,15 @@ def _encoder(inputs, base_filters: int, depth: int):
     return centre, skips
 
 
-def _check_size(input_size: int, depth: int):
-    if input_size % 2 ** depth:
+def _check_size(input_size: int | None, depth: int):
+    if input_size is not None and input_size % 2 ** depth:
         raise ValueError(f"input_size {input_size} must be divisible by 2**depth = {2 ** depth}")
+
+
+def _image_input(input_size: int | None) -> keras.KerasTensor:
+    """``None``: any height and width that are multiples of the stride (fully convolutional);
+    whole photos are padded to such a size by :mod:`scratch_utils.predict`."""
+    return keras.Input((input_size, input_size, 3), name="image")
 
 
 def unet(input_size: int = 128, base_filters: int = 64, depth: int = 4,
@@ -99,7 +105,7 @@ def unet(input_size: int = 128, base_filters: int = 64, depth: int = 4,
     """U-Net: ``depth`` down blocks (filters f, 2f, ...), a centre of f*2**depth, as many
     up blocks with skip connections, sigmoid head. ``base_filters=64, depth=4`` are the seeds'."""
     _check_size(input_size, depth)
-    inputs = keras.Input((input_size, input_size, 3), name="image")
+    inputs = _image_input(input_size)
     centre, skips = _encoder(inputs, base_filters, depth)
     filters = [base_filters * 2 ** level for level in reversed(range(depth))]
     return build_decoder(inputs, centre, skips[::-1], filters, upsampling, name="unet")
@@ -110,7 +116,7 @@ def encoder_decoder(input_size: int = 128, base_filters: int = 64, depth: int = 
     """The same encoder and decoder as ``unet`` without skip connections (seed 002's
     baseline): everything the decoder knows must pass through the centre."""
     _check_size(input_size, depth)
-    inputs = keras.Input((input_size, input_size, 3), name="image")
+    inputs = _image_input(input_size)
     centre, _ = _encoder(inputs, base_filters, depth)
     filters = [base_filters * 2 ** level for level in reversed(range(depth))]
     return build_decoder(inputs, centre, [None] * depth, filters, upsampling,
@@ -161,7 +167,7 @@ def vgg16_unet(input_size: int = 128, encoder_weights: str | None = "imagenet",
     _check_size(input_size, 4)
     if encoder_weights not in ("imagenet", "hed", None):
         raise ValueError(f"encoder_weights must be 'imagenet', 'hed' or None, got {encoder_weights!r}")
-    inputs = keras.Input((input_size, input_size, 3), name="image")
+    inputs = _image_input(input_size)
     preprocessed = VGGPreprocess(name="vgg_preprocess")(inputs)
     try:
         vgg = keras.applications.VGG16(include_top=False, input_tensor=preprocessed,
@@ -187,11 +193,17 @@ def set_encoder_trainable(model: keras.Model, trainable: bool = True) -> None:
             layer.trainable = trainable
 
 
-def build_model(name: str, input_size: int = 128, base_filters: int = 64, **kwargs) -> keras.Model:
-    if name == "unet":
-        return unet(input_size, base_filters, **kwargs)
-    if name == "encoder_decoder":
-        return encoder_decoder(input_size, base_filters, **kwargs)
+def build_model(name: str, input_size: int | None = None, base_filters: int = 64, depth: int = 4,
+                upsampling: str = "transpose", encoder_weights: str | None = None,
+                freeze_encoder: bool = False) -> keras.Model:
+    """Any of :data:`MODEL_NAMES` from one set of arguments (each builder ignores what it
+    has no use for). ``input_size=None`` builds a fully convolutional model for whole photos.
+    The VGG16-U-Net's decoder scales with ``base_filters`` (8f, 4f, 2f, f) and has depth 4."""
+    if name in ("unet", "encoder_decoder"):
+        builder = unet if name == "unet" else encoder_decoder
+        return builder(input_size, base_filters, depth=depth, upsampling=upsampling)
     if name == "vgg16_unet":
-        return vgg16_unet(input_size, **kwargs)
+        f = base_filters
+        return vgg16_unet(input_size, encoder_weights=encoder_weights, freeze_encoder=freeze_encoder,
+                          decoder_filters=(8 * f, 4 * f, 2 * f, f), upsampling=upsampling)
     raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")

@@ -100,3 +100,123 @@ def make_dataset(prepared: str | os.PathLike, split: str = "train", batch_size: 
     choice = tf.data.Dataset.range(streams).repeat()
     dataset = tf.data.Dataset.choose_from_datasets(branches, choice, stop_on_empty_dataset=False)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- tiles
+
+def defect_points(mask_paths: list[str], max_points: int = 2048, seed: int = 0):
+    """Sizes of the prepared masks and up to ``max_points`` defect pixels of each, for the
+    tile sampler: ``(heights, widths, points (N, 2) as (y, x), offsets, counts)``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    heights, widths, points, counts = [], [], [], []
+    for path in mask_paths:
+        with Image.open(path) as handle:
+            mask = np.asarray(handle) > 127
+        heights.append(mask.shape[0])
+        widths.append(mask.shape[1])
+        ys, xs = np.nonzero(mask)
+        if len(ys) > max_points:
+            keep = np.sort(rng.choice(len(ys), max_points, replace=False))
+            ys, xs = ys[keep], xs[keep]
+        points.append(np.stack([ys, xs], axis=1).astype(np.int32))
+        counts.append(len(ys))
+    counts = np.asarray(counts, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+    all_points = np.concatenate(points) if counts.sum() else np.zeros((1, 2), np.int32)
+    return (np.asarray(heights, np.int32), np.asarray(widths, np.int32), all_points, offsets,
+            counts)
+
+
+def tile_plan(prepared: str | os.PathLike, tile_size: int = 128, defect_share: float = 0.5,
+              seed: int = 0, split: str = "train", first_tile: int = 0) -> tf.data.Dataset:
+    """Where each tile comes from: an endless dataset of ``(photo path, mask path, corner
+    (y, x), centred)``, tile ``k`` depending only on ``(seed, k)``. See :func:`make_tile_dataset`."""
+    if not 0 <= defect_share <= 1:
+        raise ValueError(f"defect_share must be between 0 and 1, got {defect_share}")
+    if tile_size < 16 or tile_size % 16:
+        raise ValueError(f"tile_size must be a multiple of 16 (the models' stride), got {tile_size}")
+    images, masks = split_paths(prepared, split)
+    heights, widths, points, offsets, counts = defect_points(masks, seed=seed)
+    n, tile = len(images), int(tile_size)
+    defective = np.flatnonzero(counts > 0).astype(np.int64)
+    if not len(defective):
+        defect_share = 0.0  # nothing to centre on: every tile is uniform
+        defective = np.zeros(1, np.int64)
+    table = {name: tf.constant(value) for name, value in (
+        ("images", images), ("masks", masks), ("heights", np.maximum(heights, tile)),
+        ("widths", np.maximum(widths, tile)), ("points", points), ("offsets", offsets),
+        ("counts", counts), ("defective", defective))}
+
+    def locate(k):
+        epoch, position = k // n, k % n
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        u = tf.random.stateless_uniform([4], seed=tf.stack([tf.constant(seed + 7919, tf.int64), k]))
+        centred = u[0] < defect_share
+        # A centred tile takes a random defective photo; the others take the epoch's next photo.
+        pick = tf.minimum(tf.cast(u[1] * len(defective), tf.int64), len(defective) - 1)
+        i = tf.where(centred, table["defective"][pick], order[position])
+        size = tf.stack([table["heights"][i], table["widths"][i]])
+        count = table["counts"][i]
+        j = table["offsets"][i] + tf.minimum(tf.cast(tf.math.floormod(u[1] * len(defective), 1.0)
+                                                     * tf.cast(count, tf.float32), tf.int32),
+                                             tf.maximum(count - 1, 0))
+        j = tf.minimum(j, len(points) - 1)  # tf.where below evaluates both branches
+        jitter = tf.cast((u[2:4] - 0.5) * (tile / 2), tf.int32)  # up to a quarter tile off
+        around = table["points"][j] - tile // 2 + jitter
+        uniform = tf.cast(u[2:4] * tf.cast(size - tile + 1, tf.float32), tf.int32)
+        corner = tf.clip_by_value(tf.where(centred, around, uniform), 0, size - tile)
+        return table["images"][i], table["masks"][i], corner, centred
+
+    return tf.data.Dataset.counter(first_tile).map(locate)
+
+
+def make_tile_dataset(prepared: str | os.PathLike, tile_size: int = 128,
+                      defect_share: float = 0.5, batch_size: int = 8,
+                      augment: AugmentConfig | bool | None = None, seed: int = 0,
+                      split: str = "train", first_tile: int = 0) -> tf.data.Dataset:
+    """An endless stream of ``(images, masks)`` batches of ``tile_size`` crops (notebook 02).
+
+    Photos keep their working resolution (a hairline scratch stays visible); the model
+    learns on crops and, being fully convolutional, predicts whole photos later.
+    Defects cover well under 1% of a photo, so uniform crops almost never show one:
+    ``defect_share`` of the tiles are centred (give or take a quarter tile) on a defect
+    pixel of a randomly drawn defective photo; the others are uniform crops of the photos
+    in turn, each epoch in a new order (``n`` tiles make an epoch of ``n`` photos).
+
+    Tile ``k`` depends only on ``(seed, k)`` (stateless random numbers), so the stream is
+    the same on every run and machine, and ``first_tile`` resumes it mid-way. The
+    augmentation (``True``: :meth:`AugmentConfig.tiles`) runs after batching, in order,
+    from a seeded generator.
+    """
+    if augment is True:
+        augment = AugmentConfig.tiles()
+    tile = int(tile_size)
+
+    def crop(image_path, mask_path, corner, centred):
+        image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
+        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+        pair = tf.concat([image, mask], axis=-1)
+        pad = tf.maximum(tile - tf.shape(pair)[:2], 0)  # photos smaller than a tile
+        pair = tf.pad(pair, [[0, pad[0]], [0, pad[1]], [0, 0]])
+        pair = pair[corner[0]:corner[0] + tile, corner[1]:corner[1] + tile]
+        pair.set_shape([tile, tile, 4])
+        return pair[..., :3], pair[..., 3:]
+
+    dataset = tile_plan(prepared, tile, defect_share, seed, split, first_tile)
+    dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(
+        _to_unit, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment:
+        dataset = dataset.map(JointAugment(augment, seed=seed + first_tile), num_parallel_calls=None)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def sample_tiles(prepared, count: int, **plan) -> list[dict]:
+    """The first ``count`` tiles of :func:`tile_plan`, as dicts (stem, y0, x0, centred):
+    to look at in notebook 02 and to test the sampler without decoding photos."""
+    return [{"stem": Path(image.decode()).stem, "y0": int(corner[0]), "x0": int(corner[1]),
+             "centred": bool(centred)}
+            for image, _, corner, centred in tile_plan(prepared, **plan).take(count).as_numpy_iterator()]

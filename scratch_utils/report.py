@@ -237,3 +237,83 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
     ax.legend(fontsize=7, frameon=False, loc="lower right" if kind == "detection" else "lower left")
     fig.tight_layout()
     return fig
+
+
+def _defect_box(mask: np.ndarray, pad: int, shape) -> tuple[slice, slice]:
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        h, w = shape[:2]
+        return slice(h // 3, h // 3 + 2 * pad), slice(w // 3, w // 3 + 2 * pad)
+    y0, y1 = max(0, ys.min() - pad), min(shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(shape[1], xs.max() + pad + 1)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def show_resolutions(photo: Image.Image, mask: np.ndarray, versions: dict):
+    """One defect at the source and at each prepared version: the same region of the
+    photo, its mask overlaid. ``versions`` maps a title to (photo, mask) arrays of any size."""
+    columns = [("source", np.asarray(photo), mask), *[(t, i, m) for t, (i, m) in versions.items()]]
+    fig, axes = plt.subplots(2, len(columns), figsize=(4.2 * len(columns), 6.4), squeeze=False)
+    rows, cols = _defect_box(mask, 40, mask.shape)
+    fy = (rows.start / mask.shape[0], rows.stop / mask.shape[0])
+    fx = (cols.start / mask.shape[1], cols.stop / mask.shape[1])
+    for ax_photo, ax_mask, (title, image, defect) in zip(axes[0], axes[1], columns):
+        image = np.asarray(image)
+        h, w = image.shape[:2]
+        crop = (slice(int(fy[0] * h), max(int(fy[0] * h) + 1, int(np.ceil(fy[1] * h)))),
+                slice(int(fx[0] * w), max(int(fx[0] * w) + 1, int(np.ceil(fx[1] * w)))))
+        ax_photo.imshow(image[crop], interpolation="nearest")
+        ax_photo.set_title(f"{title}: {w}x{h}", fontsize=9)
+        ax_mask.imshow(overlay(image[crop], np.asarray(defect)[crop]), interpolation="nearest")
+        ax_mask.set_title(f"mask: {int(np.asarray(defect)[crop].sum())} defect px in view", fontsize=9)
+        for ax in (ax_photo, ax_mask):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def show_tiles(photos: dict, tiles: list[dict], tile_size: int):
+    """Training tiles drawn on their photos: magenta for tiles centred on a defect, white
+    for uniform ones. ``photos`` maps a stem to (photo, mask) arrays at working scale."""
+    from matplotlib.patches import Rectangle
+    fig, axes = plt.subplots(1, len(photos), figsize=(5.2 * len(photos), 3.4), squeeze=False)
+    for ax, (stem, (image, mask)) in zip(axes[0], photos.items()):
+        ax.imshow(overlay(image, mask, alpha=0.8))
+        mine = [t for t in tiles if t["stem"] == stem]
+        for tile in mine:
+            ax.add_patch(Rectangle((tile["x0"], tile["y0"]), tile_size, tile_size, fill=False,
+                                   linewidth=1.4, edgecolor=DEFECT_COLOUR if tile["centred"] else "white"))
+        ax.set_title(f"{stem}: {len(mine)} tiles, {sum(t['centred'] for t in mine)} centred on a defect",
+                     fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def show_photo_predictions(photos: list, truths: list, predictions: dict, titles: list[str]):
+    """Per part (rows): the whole photo with the truth (at the photo's own resolution), then a
+    zoom on the defect for the truth and for each model's mask. ``predictions`` maps a model
+    name to a list of boolean masks at the photos' own size."""
+    columns = 2 + len(predictions)
+    fig, axes = plt.subplots(len(photos), columns, figsize=(3.3 * columns, 2.7 * len(photos)),
+                             squeeze=False)
+    for row, (photo, truth, title) in enumerate(zip(photos, truths, titles)):
+        photo = np.asarray(photo)
+        zoom = _defect_box(truth if truth.any() else
+                           next((m[row] for m in predictions.values() if m[row].any()), truth),
+                           48, truth.shape)
+        axes[row, 0].imshow(overlay(photo, truth))
+        axes[row, 0].set_title(title, fontsize=8)
+        axes[row, 1].imshow(overlay(photo[zoom], truth[zoom]), interpolation="nearest")
+        axes[row, 1].set_title("ground truth (zoom)", fontsize=8)
+        for col, (name, masks) in enumerate(predictions.items(), start=2):
+            dice = per_image_scores(truth, masks[row])["dice"][0]
+            axes[row, col].imshow(overlay(photo[zoom], masks[row][zoom]), interpolation="nearest")
+            axes[row, col].set_title(f"{name}: Dice {dice:.2f}", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,7 @@
 """The scratch-masking app: upload a photo, get the scratch masked back.
 
 ``python -m scratch_utils serve --model RUN`` starts it. Pages and API use
-:class:`scratch_utils.train.Predictor`, the same preprocessing, threshold and minimum area
+:class:`scratch_utils.predict.Predictor`, the same preprocessing, threshold and minimum area
 as ``predict`` and notebook 05 (read from the run folder), so the app and the notebooks
 agree on every photo.
 
@@ -31,7 +31,7 @@ from PIL import Image
 from .data import ItemError
 from .files import atomic_write_bytes
 from .report import mask_image, overlay_image, png_bytes
-from .train import Predictor
+from .predict import Predictor
 
 UPLOAD_FIELD = "file"
 DEFAULT_MAX_UPLOAD_MB = 10
@@ -185,8 +185,9 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
     @app.get("/healthz")
     def healthz():
         p = service.predictor
-        return jsonify({"status": "ok", "model": service.run.name, "input_size": p.size,
-                        "threshold": p.threshold, "min_area": p.min_area})
+        return jsonify({"status": "ok", "model": service.run.name,
+                        "geometry": p.geometry.describe(), "threshold": p.threshold,
+                        "min_area": p.min_area})
 
     @app.post("/api/v1/mask")
     def api_mask():

@@ -1,17 +1,22 @@
-"""Training, evaluation and prediction with run folders (notebooks 03-05, the CLI, the app).
+"""Training with run folders (notebooks 03-05, the CLI).
 
-A run folder holds everything needed to use and judge a model:
-``model.keras`` (the epoch with the best validation loss, never chosen on test),
-``config.json`` (model, input size, preprocessing, threshold and minimum area),
-``history.csv``, ``training_curves.png`` and ``metrics.json`` (val and test scores).
-Runs are trained in a temporary sibling folder and renamed when complete, so an
-interrupted run never leaves a half-written run folder or clobbers an old one.
+The model learns on tiles cut from the photos at their working resolution
+(:func:`scratch_utils.pipeline.make_tile_dataset`, a share of them centred on defects) and
+is judged the way it will be used: after every epoch, :func:`whole_photo_validation` predicts
+each validation photo whole (:mod:`scratch_utils.predict`, the app's code path) and the
+checkpoint with the lowest whole-photo validation loss is kept (:func:`whole_photo_validation`). At the end ``train``
+chooses the operating point (pixel threshold and minimum defect area) on those validation
+predictions, writes it to the run folder, and scores the test split once, at the photos'
+own resolution.
+
+A run folder holds ``model.keras``, ``config.json``, ``operating_point.json``,
+``history.csv``, ``training_curves.png`` and ``metrics.json``. Runs are trained in a
+hidden sibling folder and renamed when complete, so an interrupted run never leaves a
+half-written run folder or clobbers an old one.
 """
 from __future__ import annotations
 
 import csv
-import io
-import json
 import math
 import os
 import platform
@@ -22,10 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from .data import IMAGE_EXTENSIONS, ItemError, fit_box, load_manifest, open_photo
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_within
+from .data import load_manifest, prepared_geometry
+from .files import atomic_write_json
+from .predict import (Predictor, load_run_config, load_run_model, predict,  # noqa: F401 - re-exported
+                      probability_map)
 
 
 @dataclass
@@ -39,17 +45,19 @@ class TrainConfig:
     loss: str = "bce_dice"
     learning_rate: float = 1e-3
     encoder_weights: str | None = None     # vgg16_unet only
-    freeze_encoder_epochs: int = 0         # vgg16_unet: warm-up epochs with a frozen encoder
+    freeze_encoder_epochs: int = 0         # vgg16_unet: epochs with a frozen encoder first
     fine_tune_lr_factor: float = 0.1       # ... then the encoder trains at lr * this
+    tile_size: int = 128                   # training crops (whole photo if it is smaller)
+    defect_share: float = 0.5              # share of tiles centred on a defect pixel
+    tiles_per_epoch: int = 0               # 0: one tile per training photo
     augment: bool = True
     early_stopping: int = 0                # patience in epochs; 0 = off
     seed: int = 0
     deterministic: bool = False
-    threshold: float = 0.5
+    threshold: float = 0.5                 # replaced by the operating point train chooses
     min_area: int = 1                      # pixels at model resolution
     # Filled in by train():
-    image_size: int = 0
-    fit: str = "stretch"
+    geometry: dict = field(default_factory=dict)
     prepared: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -90,9 +98,64 @@ def compile_model(model, loss: str, learning_rate, steps: int):
     return model
 
 
-def _prepared_fit(prepared: Path) -> tuple[int, str]:
-    report = json.loads((prepared / "report.json").read_text(encoding="utf-8"))
-    return int(report["settings"]["size"]), report["settings"].get("fit", "stretch")
+def whole_photo_validation(prepared, loss: str):
+    """A Keras callback: after each epoch: predict every validation photo whole, as ``predict`` does, and log
+    ``val_loss`` (the training loss over all their pixels, against the prepared masks) and
+    ``val_dice`` / ``val_precision`` / ``val_recall`` at threshold 0.5. Keeps the best
+    epoch's predictions, on which ``train`` then chooses the operating point.
+
+    Must come before ``ModelCheckpoint`` in the callback list: it writes the logs that the
+    checkpoint reads. (Built in a function so that importing this module loads no Keras.)
+    """
+    import keras
+
+    from .evaluation import SplitPredictions, prepared_inputs
+    from .losses import get_loss
+
+    class WholePhotoValidation(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.prepared = Path(prepared)
+            self.rows = load_manifest(self.prepared, "val")
+            if not self.rows:
+                raise ValueError(f"the 'val' split of {prepared} is empty: the checkpoint "
+                                 f"and operating point need validation photos")
+            self.inputs, self.truth = [], []
+            for (image, box), row in zip(prepared_inputs(self.prepared, self.rows), self.rows):
+                x0, y0, w, h = box
+                self.inputs.append(((image * 255).round().astype(np.uint8), box))
+                mask = np.asarray(_open_mask(self.prepared, row["stem"]))
+                self.truth.append(mask[y0:y0 + h, x0:x0 + w] > 127)
+            self.loss = get_loss(loss)
+            self.best_loss, self.best = math.inf, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            probabilities = []
+            for image, (x0, y0, w, h) in self.inputs:
+                probability = probability_map(self.model, image.astype(np.float32) / 255.0)
+                probabilities.append(probability[y0:y0 + h, x0:x0 + w])
+            truth = np.concatenate([t.reshape(-1) for t in self.truth]).astype(np.float32)
+            predicted = np.concatenate([p.reshape(-1) for p in probabilities])
+            value = float(self.loss(truth[None, :, None, None], predicted[None, :, None, None]))
+            hits = predicted >= 0.5
+            tp = float(np.sum(hits & (truth > 0)))
+            logs = logs if logs is not None else {}
+            logs["val_loss"] = value
+            logs["val_dice"] = 2 * tp / max(1.0, hits.sum() + truth.sum())
+            logs["val_precision"] = tp / hits.sum() if hits.sum() else 1.0
+            logs["val_recall"] = tp / truth.sum() if truth.sum() else 1.0
+            if value < self.best_loss:
+                self.best_loss = value
+                self.best = SplitPredictions(self.prepared, self.rows,
+                                             [p.astype(np.float16) for p in probabilities])
+
+    return WholePhotoValidation()
+
+
+def _open_mask(prepared: Path, stem: str):
+    from PIL import Image
+    with Image.open(prepared / "masks" / f"{stem}.png") as handle:
+        return handle.convert("L").copy()
 
 
 def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
@@ -109,68 +172,76 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
 
     import keras
 
+    from .augment import AugmentConfig
+    from .compare import choose_operating_point
+    from .evaluation import predict_split, scores, sweep
     from .models import build_model, set_encoder_trainable
-    from .pipeline import make_dataset
-    config.image_size, config.fit = _prepared_fit(prepared)
-    config.prepared = str(prepared)
+    from .pipeline import make_tile_dataset
+    geometry = prepared_geometry(prepared)
+    config.geometry, config.prepared = geometry.as_dict(), str(prepared)
     set_seeds(config.seed, config.deterministic)
     strategy, n_gpus = _strategy_and_precision()
 
     n_train = len(load_manifest(prepared, "train"))
-    train_data = make_dataset(prepared, "train", config.batch_size, augment=config.augment,
-                              seed=config.seed)
-    val_data = make_dataset(prepared, "val", config.batch_size)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    tile = min(config.tile_size, geometry.size) if geometry.square else config.tile_size
+    steps_per_epoch = max(1, (config.tiles_per_epoch or n_train) // config.batch_size)
+    augment = AugmentConfig.tiles() if config.augment else None
+
+    def tiles(first_epoch: int):
+        return make_tile_dataset(prepared, tile, config.defect_share, config.batch_size, augment,
+                                 config.seed, first_tile=first_epoch * steps_per_epoch * config.batch_size)
 
     staging = out.with_name(f".{out.name}.training")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     with strategy.scope():
-        if config.model == "vgg16_unet":
-            f = config.base_filters
-            kwargs = dict(encoder_weights=config.encoder_weights,
-                          freeze_encoder=config.freeze_encoder_epochs > 0,
-                          decoder_filters=(8 * f, 4 * f, 2 * f, f))
-        else:
-            kwargs = dict(base_filters=config.base_filters, depth=config.depth)
-        model = build_model(config.model, config.image_size, upsampling=config.upsampling, **kwargs)
+        warmup = min(config.freeze_encoder_epochs, config.epochs) if config.model == "vgg16_unet" else 0
+        model = build_model(config.model, None, config.base_filters, depth=config.depth,
+                            upsampling=config.upsampling, encoder_weights=config.encoder_weights,
+                            freeze_encoder=warmup > 0)
         compile_model(model, config.loss, config.learning_rate, steps_per_epoch * config.epochs)
 
-    callbacks = [keras.callbacks.ModelCheckpoint(staging / "model.keras", monitor="val_loss",
+    validation = whole_photo_validation(prepared, config.loss)
+    callbacks = [validation,
+                 keras.callbacks.ModelCheckpoint(staging / "model.keras", monitor="val_loss",
                                                  save_best_only=True),
                  keras.callbacks.CSVLogger(staging / "history.csv", append=True)]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss",
-                                                       patience=config.early_stopping,
-                                                       restore_best_weights=False))
+                                                       patience=config.early_stopping))
     started = time.perf_counter()
-    warmup = min(config.freeze_encoder_epochs, config.epochs) if config.model == "vgg16_unet" else 0
     if warmup:
-        model.fit(train_data, validation_data=val_data, epochs=warmup, callbacks=callbacks,
+        model.fit(tiles(0), epochs=warmup, steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
                   verbose=verbose)
-        with strategy.scope():
-            set_encoder_trainable(model, True)
-            remaining = steps_per_epoch * (config.epochs - warmup)
-            compile_model(model, config.loss, config.learning_rate * config.fine_tune_lr_factor,
-                          remaining)
     if config.epochs > warmup:
-        model.fit(train_data, validation_data=val_data, initial_epoch=warmup,
-                  epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+        if warmup:
+            with strategy.scope():
+                set_encoder_trainable(model, True)
+                compile_model(model, config.loss, config.learning_rate * config.fine_tune_lr_factor,
+                              steps_per_epoch * (config.epochs - warmup))
+        model.fit(tiles(warmup), initial_epoch=warmup, epochs=config.epochs,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False, verbose=verbose)
     train_seconds = time.perf_counter() - started
     epochs_run = len(read_history(staging / "history.csv"))
 
     best = load_run_model(staging)
+    # The operating point comes from the validation photos only; test is scored once, after.
+    point = choose_operating_point(sweep(validation.best))
+    save_operating_point(staging, point)
     timing = {"train_seconds": round(train_seconds, 1), "epochs_run": epochs_run,
-              "train_images_per_s": round(n_train * epochs_run / train_seconds, 2),
-              "parameters": int(best.count_params()), "gpus": n_gpus,
+              "tiles_seen": epochs_run * steps_per_epoch * config.batch_size,
+              "train_tiles_per_s": round(epochs_run * steps_per_epoch * config.batch_size
+                                         / train_seconds, 2),
+              "tile_size": tile, "parameters": int(best.count_params()), "gpus": n_gpus,
               "python": platform.python_version(), "keras": keras.__version__}
     config.extra = {**config.extra, **timing}
     atomic_write_json(staging / "config.json", asdict(config))
-    scores = {split: evaluate_model(best, prepared, split, config.threshold, config.min_area,
-                                    config.batch_size)
-              for split in ("val", "test")}
-    scores["inference_ms_per_image"] = inference_ms(best, config.image_size)
-    atomic_write_json(staging / "metrics.json", scores)
+    test = sweep(predict_split(best, prepared, "test"))
+    metrics = {"val": scores(validation.best, point.threshold, point.min_area),
+               "test": scores(test, point.threshold, point.min_area),
+               "operating_point": asdict(point),
+               "inference_ms_per_photo": inference_ms(best, prepared)}
+    atomic_write_json(staging / "metrics.json", metrics)
     plot_history(read_history(staging / "history.csv"), staging / "training_curves.png",
                  title=f"{config.model} ({config.loss})")
     if out.exists():
@@ -182,7 +253,7 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
 # Fields that define what a run is; the rest (timings, paths) only describe it.
 RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
                 "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
-                "augment", "early_stopping", "seed")
+                "tile_size", "defect_share", "tiles_per_epoch", "augment", "early_stopping", "seed")
 
 
 def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbose: int = 2) -> Path:
@@ -196,7 +267,7 @@ def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbo
         previous = load_run_config(out)
         wanted = asdict(config)
         same = all(previous.get(key) == wanted[key] for key in RUN_IDENTITY)
-        if same and Path(previous.get("prepared", "")) == Path(prepared):
+        if same and Path(previous.get("prepared", "")) == Path(prepared) and "geometry" in previous:
             return out
     return train(prepared, out, config, overwrite=True, verbose=verbose)
 
@@ -211,13 +282,14 @@ def plot_history(history: list[dict], path: Path | None = None, title: str = "")
 
     epochs = [int(row["epoch"]) + 1 for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for key, label in (("loss", "train"), ("val_loss", "validation")):
+    for key, label in (("loss", "training tiles"), ("val_loss", "validation photos (whole)")):
         axes[0].plot(epochs, [row[key] for row in history], marker="o", label=label)
     axes[0].set_title("loss")
-    for key, label in (("iou", "train IoU"), ("val_iou", "val IoU"), ("val_recall", "val recall")):
+    for key, label in (("val_dice", "val Dice"), ("val_precision", "val precision"),
+                       ("val_recall", "val recall")):
         if key in history[0]:
             axes[1].plot(epochs, [row[key] for row in history], marker="o", label=label)
-    axes[1].set_title("defect-class scores at threshold 0.5")
+    axes[1].set_title("validation photos, defect pixels at threshold 0.5")
     axes[1].set_ylim(0, 1)
     for ax in axes:
         ax.set_xlabel("epoch")
@@ -232,28 +304,6 @@ def plot_history(history: list[dict], path: Path | None = None, title: str = "")
     return fig
 
 
-def load_run_model(run: str | os.PathLike):
-    """The run's model, loaded in Keras safe mode (no lambdas, no pickled code)."""
-    import keras
-
-    from . import losses, models  # noqa: F401 - registers the custom classes
-    path = Path(run) / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run} a run folder made by `train`?")
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
-
-
-def load_run_config(run: str | os.PathLike) -> dict:
-    """The run's config; the operating point chosen on validation data (notebook 05,
-    ``operating_point.json``) overrides the training-time threshold and minimum area."""
-    config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
-    point_file = Path(run) / "operating_point.json"
-    if point_file.is_file():
-        point = json.loads(point_file.read_text(encoding="utf-8"))
-        config["threshold"], config["min_area"] = point["threshold"], point["min_area"]
-    return config
-
-
 def save_operating_point(run: str | os.PathLike, point) -> Path:
     """Record the operating point chosen on validation data in the run folder."""
     path = Path(run) / "operating_point.json"
@@ -261,143 +311,25 @@ def save_operating_point(run: str | os.PathLike, point) -> Path:
     return path
 
 
-def predict_split(model, prepared: Path, split: str, batch_size: int = 8):
-    """(true masks, predicted probabilities, manifest rows) of one split."""
-    from .pipeline import make_dataset
-
-    dataset = make_dataset(prepared, split, batch_size)
-    truths, probabilities = [], []
-    for images, masks in dataset:
-        truths.append(masks.numpy()[..., 0] > 0.5)
-        probabilities.append(np.asarray(model.predict_on_batch(images))[..., 0])
-    return np.concatenate(truths), np.concatenate(probabilities), load_manifest(prepared, split)
-
-
-def evaluate_model(model, prepared, split="test", threshold=0.5, min_area=1, batch_size=8) -> dict:
-    from .metrics import evaluate_predictions
-
-    truths, probabilities, _ = predict_split(model, Path(prepared), split, batch_size)
-    return evaluate_predictions(truths, probabilities, threshold, min_area)
-
-
-def evaluate_run(run, prepared=None, split="test") -> dict:
+def evaluate_run(run, prepared=None, split="test", threshold: float | None = None) -> dict:
+    """Scores of a run on a split, at the photos' own resolution, at the run's operating
+    point (or ``threshold``)."""
+    from .evaluation import predict_split, scores, sweep
     config = load_run_config(run)
     prepared = Path(prepared or config["prepared"])
-    return evaluate_model(load_run_model(run), prepared, split, config["threshold"],
-                          config["min_area"], config["batch_size"])
+    predictions = sweep(predict_split(load_run_model(run), prepared, split))
+    return scores(predictions, config["threshold"] if threshold is None else threshold,
+                  config["min_area"])
 
 
-def inference_ms(model, image_size: int, batch_size: int = 8, repeats: int = 5) -> float:
-    images = np.random.default_rng(0).random((batch_size, image_size, image_size, 3), np.float32)
-    model.predict_on_batch(images)
-    started = time.perf_counter()
+def inference_ms(model, prepared: Path, repeats: int = 3) -> float:
+    """Milliseconds to predict one whole validation photo at the working geometry (median)."""
+    from .evaluation import prepared_inputs
+    image, _ = next(prepared_inputs(Path(prepared), load_manifest(prepared, "val")[:1]))
+    probability_map(model, image)
+    times = []
     for _ in range(repeats):
-        model.predict_on_batch(images)
-    return round((time.perf_counter() - started) / (repeats * batch_size) * 1000, 2)
-
-
-# --------------------------------------------------------------------------- predict
-
-class Predictor:
-    """A run's model with its preprocessing, threshold and minimum area: the same
-    decision for ``predict``, the report and the app."""
-
-    def __init__(self, run: str | os.PathLike, threshold: float | None = None,
-                 min_area: int | None = None):
-        self.config = load_run_config(run)
-        self.model = load_run_model(run)
-        self.size = int(self.config["image_size"])
-        self.fit = self.config.get("fit", "stretch")
-        self.threshold = float(self.config["threshold"] if threshold is None else threshold)
-        self.min_area = int(self.config["min_area"] if min_area is None else min_area)
-
-    def open(self, source) -> tuple[Image.Image, Image.Image]:
-        """(photo at full resolution, photo decoded the way preparation decodes it).
-
-        ``source`` is a path or the bytes of an upload. Preparation decodes JPEGs at a
-        reduced scale (reduce-on-decode); the model must see the same pixels here, or
-        the app and ``predict`` would disagree with the notebooks on some parts (3 of the
-        60 default test parts did with a full decode). Bad input raises ``ItemError``.
-        """
-        def fresh():
-            return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
-
-        model_photo, full = open_photo(fresh(), self.size, self.fit)
-        photo = model_photo if model_photo.size == tuple(full) else open_photo(fresh())[0]
-        return photo, model_photo
-
-    def preprocess(self, photo: Image.Image, full_size: tuple[int, int] | None = None
-                   ) -> tuple[np.ndarray, tuple]:
-        """Model input in [0, 1] exactly as preparation writes it; ``full_size`` is the
-        photo's original size when ``photo`` was decoded at a reduced scale."""
-        width, height = full_size or photo.size
-        box_w, box_h, x0, y0 = fit_box(width, height, self.size, self.fit)
-        canvas = Image.new("RGB", (self.size, self.size))
-        canvas.paste(photo.resize((box_w, box_h), Image.Resampling.LANCZOS, reducing_gap=3.0),
-                     (x0, y0))
-        return np.asarray(canvas, dtype=np.float32) / 255.0, (box_w, box_h, x0, y0)
-
-    def predict_photo(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
-        """Probability map and mask at the photo's own size, verdict and area share.
-
-        Pass ``model_photo`` from :meth:`open` to match preparation pixel for pixel; an
-        image already in memory alone is resized from full resolution (nearly the same)."""
-        width, height = photo.size
-        x, (box_w, box_h, x0, y0) = self.preprocess(model_photo or photo, (width, height))
-        probability = np.asarray(self.model.predict_on_batch(x[None]))[0, ..., 0]
-        content = probability[y0:y0 + box_h, x0:x0 + box_w]
-        area = int((content >= self.threshold).sum())
-        full = np.asarray(Image.fromarray(content.astype(np.float32)).resize(
-            (width, height), Image.Resampling.BILINEAR))
-        mask = full >= self.threshold
-        return {"probability": full, "mask": mask, "defective": area >= max(1, self.min_area),
-                "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
-                "model_area_pixels": area, "model_mask": content >= self.threshold,
-                "scale": (width / box_w, height / box_h)}
-
-
-def _inputs(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file()
-                      and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-    raise FileNotFoundError(f"input {path} does not exist")
-
-
-def predict(run, inputs, out, threshold: float | None = None, progress: bool = True) -> dict:
-    """Masks (0/255, original size), overlays and ``predictions.csv`` for photos."""
-    from tqdm.auto import tqdm
-
-    from .report import mask_image, overlay_image, png_bytes
-    inputs, out = Path(inputs), Path(out)
-    source_dir = inputs if inputs.is_dir() else inputs.parent
-    if is_within(out, source_dir):
-        raise ValueError(f"the output folder {out} is inside the input folder {source_dir}; "
-                         f"choose a folder outside it (inputs are never written to)")
-    predictor = Predictor(run, threshold)
-    paths = _inputs(inputs)
-    rows, skipped = [], []
-    for path in tqdm(paths, desc="predicting", unit="img", disable=not progress or len(paths) < 20):
-        try:
-            photo, model_photo = predictor.open(path)
-        except ItemError as exc:
-            skipped.append({"file": str(path), "reason": str(exc)})
-            continue
-        result = predictor.predict_photo(photo, model_photo)
-        stem = path.stem if inputs.is_file() else path.relative_to(inputs).with_suffix("").as_posix().replace("/", "__")
-        atomic_write_bytes(out / f"{stem}.png", png_bytes(mask_image(result["mask"])))
-        atomic_write_bytes(out / f"{stem}_overlay.png", png_bytes(overlay_image(photo, result["mask"])))
-        rows.append({"stem": stem, "source": str(path),
-                     "defective": "yes" if result["defective"] else "no",
-                     "defect_area_share": round(result["defect_area_share"], 6),
-                     "max_probability": round(result["max_probability"], 4)})
-    lines = ["stem,source,defective,defect_area_share,max_probability"]
-    lines += [",".join(str(row[k]).replace(",", " ") for k in
-                       ("stem", "source", "defective", "defect_area_share", "max_probability"))
-              for row in rows]
-    atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
-    return {"predicted": len(rows), "skipped": skipped, "out": str(out),
-            "defective": sum(r["defective"] == "yes" for r in rows)}
-
-
+        started = time.perf_counter()
+        probability_map(model, image)
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times)) * 1000, 1)

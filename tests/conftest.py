@@ -56,18 +56,23 @@ def aihub_source(tmp_path) -> Path:
     return root
 
 
-TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8)
+TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8, tile_size=32)
 
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """A tiny prepared set: 24 synthetic parts of 160x96 at 32 px."""
+    """A tiny prepared set: 24 synthetic parts of 160x96 at half scale (80x48)."""
     from scratch_utils.data import prepare
     from scratch_utils.synthetic import generate
     root = tmp_path_factory.mktemp("tiny")
     generate(root / "source", count=24, seed=1, width=160, height=96, workers=1, progress=False)
-    prepare(root / "source", root / "prepared", size=32, progress=False)
+    prepare(root / "source", root / "prepared", scale=0.5, progress=False)
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def scaled(prepared):
+    return prepared
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,16 @@ def test_keras_losses_agree_with_hand_values():
     assert restored.dice_weight == 2.0
 
 
+def split_predictions(truths, probabilities, thresholds=None):
+    """SplitPredictions over in-memory arrays (model and photo resolution the same)."""
+    from scratch_utils.evaluation import THRESHOLDS, SplitPredictions, sweep
+    rows = [{"stem": str(k), "quality": "defective" if t.any() else "good"}
+            for k, t in enumerate(truths)]
+    predictions = SplitPredictions(None, rows, [np.asarray(p, np.float32) for p in probabilities],
+                                   tuple(thresholds or THRESHOLDS))
+    return sweep(predictions, truths=lambda stem: np.asarray(truths[int(stem)], bool))
+
+
 def test_operating_point_meets_the_target_with_fewest_false_alarms():
     from scratch_utils.compare import choose_operating_point
     truths = np.zeros((6, 4, 4), bool)
@@ -92,31 +102,46 @@ def test_operating_point_meets_the_target_with_fewest_false_alarms():
     probabilities[1, 0, :2] = 0.6                 # weaker 2-px response
     probabilities[2, 0, 0] = 0.3                  # faint 1-px response
     probabilities[3, 1, 1] = 0.7                  # a good part with a 1-px false alarm
-    point = choose_operating_point(truths, probabilities, target=0.95,
-                                   thresholds=(0.25, 0.5, 0.8), min_areas=(1, 2, 3))
+    predictions = split_predictions(truths, probabilities, (0.25, 0.5, 0.8))
+    point = choose_operating_point(predictions, target=0.95, min_areas=(1, 2, 3))
     # Catching all three needs threshold 0.25 and area 1, which also flags part 3.
     assert (point.threshold, point.min_area, point.target_met) == (0.25, 1, True)
     assert point.detection_rate == 1.0 and point.false_alarm_rate == pytest.approx(1 / 3)
-    relaxed = choose_operating_point(truths, probabilities, target=0.6,
-                                     thresholds=(0.25, 0.5, 0.8), min_areas=(1, 2, 3))
+    relaxed = choose_operating_point(predictions, target=0.6, min_areas=(1, 2, 3))
     assert relaxed.false_alarm_rate == 0.0 and relaxed.detection_rate >= 0.6
-    impossible = choose_operating_point(truths, np.zeros_like(probabilities), target=0.95)
+    impossible = choose_operating_point(split_predictions(truths, np.zeros_like(probabilities)),
+                                        target=0.95)
     assert not impossible.target_met
+
+
+def test_threshold_sweep_counts_pixels_like_a_direct_comparison():
+    from scratch_utils.evaluation import pixel_curve
+    rng = np.random.default_rng(1)
+    truths = rng.random((5, 9, 7)) > 0.8
+    probabilities = np.clip(truths * 0.5 + rng.random((5, 9, 7)) * 0.6, 0, 1)
+    predictions = split_predictions(truths, probabilities)
+    curve = pixel_curve(predictions)
+    for k, threshold in enumerate(predictions.thresholds):
+        direct = metrics.pixel_scores(truths, probabilities.astype(np.float32) >= np.float32(threshold))
+        for key in ("dice", "iou", "miou", "precision", "recall"):
+            assert curve[key][k] == pytest.approx(direct[key]), (threshold, key)
 
 
 def test_detection_curve_runs_from_everything_flagged_to_nothing():
     from scratch_utils.compare import detection_curve
-    truths = np.zeros((4, 3, 3), bool)
+    truths = np.zeros((4, 8, 8), bool)
     truths[:2, 0, 0] = True
-    probabilities = np.random.default_rng(0).random((4, 3, 3))
-    false_alarms, detections = detection_curve(truths, probabilities, threshold=0.5)
-    assert detections[0] >= detections[-1] and detections[-1] == 0 and false_alarms[-1] == 0
+    probabilities = np.random.default_rng(0).random((4, 8, 8))  # ~32 px >= 0.5: under the largest min area
+    false_alarms, detections = detection_curve(split_predictions(truths, probabilities), threshold=0.5)
+    assert detections[0] == 1 and false_alarms[0] == 1
+    assert detections[-1] == 0 and false_alarms[-1] == 0
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):
     from scratch_utils.compare import markdown_table, update_readme
     row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,
-           "train_seconds": 240.0, "inference_ms_per_image": 12.5, "threshold": 0.4, "min_area": 3,
+           "input": "scale 0.5, 128 px tiles",
+           "train_seconds": 240.0, "inference_ms_per_photo": 12.5, "threshold": 0.4, "min_area": 3,
            "val_detection_rate": 0.9, "val_false_alarm_rate": 0.25, "target_met_on_val": False}
     row.update({f"test_{k}": 0.5 for k in ("dice", "iou", "miou", "tolerance_f1", "precision",
                                             "recall", "detection_rate", "false_alarm_rate", "auroc")})
@@ -126,6 +151,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     text = readme.read_text()
     assert "\nold\n" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
     table = markdown_table([row])
-    assert "| unet | bce_dice | - | 10 | 2.2 M | 4.0 | 12.5 | 0.40 / 3 | 90% / 25% (target missed) |" in table
+    assert ("| unet | bce_dice | - | scale 0.5, 128 px tiles | 10 | 2.20 M | 4.0 | 12 | 0.40 / 3 "
+            "| 90% / 25% (target missed) |") in table
     row["target_met_on_val"] = True
     assert "| 90% / 25% |" in markdown_table([row])

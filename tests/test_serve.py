@@ -21,7 +21,8 @@ pytest.importorskip("keras")
 
 from scratch_utils.compare import OperatingPoint  # noqa: E402
 from scratch_utils.serve import create_app, defect_boxes  # noqa: E402
-from scratch_utils.train import Predictor, save_operating_point  # noqa: E402
+from scratch_utils.predict import Predictor  # noqa: E402
+from scratch_utils.train import save_operating_point  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ def post(client, data: bytes, field="file", name="photo.jpg"):
 
 def test_healthz(client, run):
     body = client.get("/healthz").get_json()
-    assert body["status"] == "ok" and body["model"] == run.name and body["input_size"] == 32
+    assert body["status"] == "ok" and body["model"] == run.name and body["geometry"] == "scale 0.5"
 
 
 @pytest.mark.parametrize("quality", ["defective", "good"])
@@ -82,13 +83,14 @@ def test_api_answers_like_predict_does(client, run, photos, quality):
 
 
 def test_operating_point_from_the_run_folder_is_used(run, photos):
+    chosen = (run / "operating_point.json").read_bytes()
     save_operating_point(run, OperatingPoint(0.0, 1, 1.0, 1.0, True))  # everything is defect
     try:
         body = post(create_app(run).test_client(), photos["good"]).get_json()
         assert body["threshold"] == 0.0 and body["defective"] and body["defect_area_share"] == 1.0
         assert len(body["boxes"]) == 1
     finally:
-        (run / "operating_point.json").unlink()
+        (run / "operating_point.json").write_bytes(chosen)
 
 
 def test_corrupt_upload_is_a_400_with_a_json_reason(client):

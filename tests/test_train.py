@@ -11,8 +11,8 @@ keras = pytest.importorskip("keras")
 
 from scratch_utils import models  # noqa: E402
 from scratch_utils.errors import WeightsUnavailable  # noqa: E402
-from scratch_utils.train import (Predictor, TrainConfig, load_run_model, predict,  # noqa: E402
-                                 train)
+from scratch_utils.predict import Predictor, load_run_model, predict  # noqa: E402
+from scratch_utils.train import TrainConfig, train  # noqa: E402
 
 from conftest import TINY  # noqa: E402
 
@@ -66,9 +66,11 @@ def test_hed_weights_load_or_say_how_to_get_them():
 
 def test_run_folder_contract(run):
     assert {p.name for p in run.iterdir()} == {"model.keras", "config.json", "history.csv",
-                                              "training_curves.png", "metrics.json"}
+                                              "training_curves.png", "metrics.json",
+                                              "operating_point.json"}
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == "unet" and config["image_size"] == 32 and config["fit"] == "stretch"
+    assert config["model"] == "unet" and config["geometry"]["scale"] == 0.5
+    assert config["extra"]["tile_size"] == 32
     scores = json.loads((run / "metrics.json").read_text())
     for split in ("val", "test"):
         for key in ("dice", "iou", "miou", "precision", "recall", "tolerance_f1",
@@ -78,28 +80,28 @@ def test_run_folder_contract(run):
     assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
 
 
-def test_the_checkpoint_never_sees_the_test_split(prepared, tmp_path, monkeypatch):
-    import scratch_utils.pipeline as pipeline
+def test_neither_checkpoint_nor_operating_point_sees_the_test_split(prepared, tmp_path, monkeypatch):
+    import scratch_utils.data as data
     import scratch_utils.train as train_module
-    requested = []
-    real = pipeline.make_dataset
+    events = []
+    real_manifest, real_save = data.load_manifest, train_module.save_operating_point
 
-    def recording(prepared_dir, split="train", *args, **kwargs):
-        requested.append(split)
-        return real(prepared_dir, split, *args, **kwargs)
+    def recording(folder, split=None):
+        events.append(f"read {split}")
+        return real_manifest(folder, split)
 
-    monkeypatch.setattr(pipeline, "make_dataset", recording)
-    checkpoint_written = []
-    real_load = train_module.load_run_model
+    def spy_save(run_dir, point):
+        events.append("operating point saved")
+        return real_save(run_dir, point)
 
-    def spy_load(run_dir):
-        checkpoint_written.append(list(requested))
-        return real_load(run_dir)
-
-    monkeypatch.setattr(train_module, "load_run_model", spy_load)
+    for module in ("scratch_utils.data", "scratch_utils.train", "scratch_utils.evaluation",
+                   "scratch_utils.pipeline"):
+        monkeypatch.setattr(f"{module}.load_manifest", recording)
+    monkeypatch.setattr(train_module, "save_operating_point", spy_save)
     train(prepared, tmp_path / "run", TrainConfig(**TINY), verbose=0)
-    assert "test" not in checkpoint_written[0], "the model was chosen after seeing test data"
-    assert checkpoint_written[0] == ["train", "val"] and "test" in requested
+    chosen = events.index("operating point saved")
+    assert "read test" not in events[:chosen], "chosen after seeing test data"
+    assert "read test" in events[chosen:] and "read val" in events[:chosen]
 
 
 def test_an_existing_run_is_never_clobbered(prepared, run):
@@ -147,9 +149,9 @@ def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
         assert photo.size == (row["width"], row["height"]) and model_photo.size != photo.size
         written = np.asarray(Image.open(prepared / "images" / f"{row['stem']}.png").convert("RGB"),
                              dtype=np.float32) / 255.0
-        seen, _ = predictor.preprocess(model_photo, photo.size)
+        seen, _ = predictor.model_input(model_photo, photo.size)
         assert np.array_equal(seen, written), row["stem"]
-        full_decode, _ = predictor.preprocess(photo)
+        full_decode, _ = predictor.model_input(photo)
         differs_when_fully_decoded += not np.array_equal(full_decode, written)
     assert differs_when_fully_decoded  # the test would catch a return to the full decode
     with open(source, "rb") as handle:  # uploads arrive as bytes: same pixels
@@ -164,7 +166,7 @@ def test_cli_train_evaluate_predict(prepared, tmp_path):
     trained = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke",
                   "--base-filters", "4", "--epochs", "1")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "test dice" in trained.stdout
+    assert "operating point (chosen on validation)" in trained.stdout and "dice" in trained.stdout
     evaluated = cli("evaluate", "--model", str(tmp_path / "r"), "--split", "val")
     assert evaluated.returncode == 0 and "detection_rate" in json.loads(evaluated.stdout)
     again = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke")
@@ -180,7 +182,9 @@ def test_train_or_reuse_reuses_only_the_same_run(prepared, run):
 
 def test_operating_point_in_the_run_drives_predictions(run):
     from scratch_utils.compare import OperatingPoint
-    from scratch_utils.train import load_run_config, save_operating_point
+    from scratch_utils.predict import load_run_config
+    from scratch_utils.train import save_operating_point
+    chosen = (run / "operating_point.json").read_bytes()
     save_operating_point(run, OperatingPoint(0.35, 6, 0.96, 0.1, True))
     try:
         config = load_run_config(run)
@@ -188,4 +192,4 @@ def test_operating_point_in_the_run_drives_predictions(run):
         predictor = Predictor(run)
         assert (predictor.threshold, predictor.min_area) == (0.35, 6)
     finally:
-        (run / "operating_point.json").unlink()
+        (run / "operating_point.json").write_bytes(chosen)

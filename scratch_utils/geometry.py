@@ -1,0 +1,105 @@
+"""How a photo becomes the model's input: one rule for ``prepare``, ``predict`` and the app.
+
+Two modes (notebook 01):
+
+- **scale** (the default): the photo keeps its aspect ratio and is resized by ``scale``
+  (a fraction of its own resolution), capped so its longer side is at most ``max_side``.
+  A 1280x720 photo at scale 0.5 becomes 640x360: a 2-pixel scratch stays a pixel wide.
+- **square** (the seeds' baseline): the photo is squashed (``fit="stretch"``) or letterboxed
+  (``fit="pad"``) into a ``size`` x ``size`` square. At 128 px a 1280x720 photo shrinks 10x
+  along its width and a hairline scratch is gone.
+
+Light to import (no TensorFlow): the app and ``prepare`` use it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+FITS = ("stretch", "pad")
+# Scales `prepare --scale auto` picks from: JPEGs decode at these scales directly
+# (reduce-on-decode), and each prepared pixel is a whole block of source pixels.
+AUTO_SCALES = (0.125, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a photo lands in the model input: a ``canvas`` of which the photo fills ``box``."""
+    canvas_w: int
+    canvas_h: int
+    box_w: int
+    box_h: int
+    x0: int = 0
+    y0: int = 0
+
+
+@dataclass(frozen=True)
+class Geometry:
+    scale: float | None = None     # scale mode: fraction of the source resolution
+    max_side: int | None = None    # scale mode: cap on the longer side, in pixels
+    size: int | None = None        # square mode: side of the square (the seeds: 128)
+    fit: str = "stretch"           # square mode: stretch or pad
+
+    def __post_init__(self):
+        if self.size is not None:
+            if not 16 <= int(self.size) <= 4096:
+                raise ValueError(f"size {self.size} is out of range (16..4096)")
+            if self.fit not in FITS:
+                raise ValueError(f"unknown fit {self.fit!r}: choose one of {', '.join(FITS)}")
+        elif self.scale is not None and not 0 < float(self.scale) <= 1:
+            raise ValueError(f"scale {self.scale} must be a fraction in (0, 1]")
+        if self.max_side is not None and int(self.max_side) < 16:
+            raise ValueError(f"max_side {self.max_side} must be at least 16 pixels")
+
+    @property
+    def square(self) -> bool:
+        return self.size is not None
+
+    def scale_for(self, width: int, height: int) -> float:
+        """The scale a ``width`` x ``height`` photo gets (scale mode)."""
+        scale = float(self.scale or 1.0)
+        if self.max_side:
+            scale = min(scale, self.max_side / max(width, height))
+        return scale
+
+    def layout(self, width: int, height: int) -> Layout:
+        if self.square:
+            size = int(self.size)
+            if self.fit == "stretch":
+                return Layout(size, size, size, size)
+            scale = size / max(width, height)
+            w, h = max(1, round(width * scale)), max(1, round(height * scale))
+            return Layout(size, size, w, h, (size - w) // 2, (size - h) // 2)
+        scale = self.scale_for(width, height)
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        return Layout(w, h, w, h)
+
+    def describe(self) -> str:
+        if self.square:
+            return f"{self.size}x{self.size} square ({self.fit})"
+        text = f"scale {self.scale:g}" if self.scale else "full resolution"
+        return text + (f", longer side at most {self.max_side} px" if self.max_side else "")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Geometry":
+        return cls(**{k: values.get(k) for k in ("scale", "max_side", "size")},
+                   fit=values.get("fit") or "stretch")
+
+
+def fit_box(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
+    """Where a ``width`` x ``height`` photo lands in the ``size`` square: (w, h, x0, y0)."""
+    layout = Geometry(size=size, fit=fit).layout(width, height)
+    return layout.box_w, layout.box_h, layout.x0, layout.y0
+
+
+def pick_scale(narrowest_px: float | None, min_width_px: float = 1.0) -> float:
+    """The smallest of :data:`AUTO_SCALES` at which a defect ``narrowest_px`` wide at source
+    resolution is still ``min_width_px`` wide; 1.0 when nothing is known or nothing suffices."""
+    if not narrowest_px:
+        return 1.0
+    for scale in AUTO_SCALES:
+        if narrowest_px * scale >= min_width_px:
+            return scale
+    return 1.0

@@ -1,0 +1,215 @@
+"""Prediction on whole photos: one code path for ``predict``, ``evaluate``, the notebooks and the app.
+
+A photo is brought to the run's working geometry exactly as ``prepare`` does it
+(:func:`scratch_utils.data.model_input_image`), the fully convolutional model runs on the
+whole of it (padded to a multiple of its stride), and the probability map is resized back
+to the photo's own size: the mask a user gets, and the one scores are computed on.
+
+Photos too large to run in one piece (a 6000x4000 phone photo at working scale) are cut
+into overlapping tiles whose cores are stitched: every tile starts on the stride grid and
+reaches ``margin`` pixels past its core, more than the models' receptive field, so the
+stitched map equals the whole-photo map (no seams) and memory stays bounded.
+
+Introduced in notebook 03; imports no training code (the app loads only this).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data import IMAGE_EXTENSIONS, ItemError, model_input_image, open_photo
+from .files import atomic_write_bytes, atomic_write_text, is_within
+from .geometry import Geometry
+
+STRIDE = 16                 # every model pools four times
+WHOLE_PHOTO_PIXELS = 2**21  # above ~2 MP of model input, predict tile by tile
+TILE_CORE = 1024
+TILE_MARGIN = 192           # > the receptive-field radius of every model here (~170 px)
+
+
+def load_run_model(run: str | os.PathLike):
+    """The run's model, loaded in Keras safe mode (no lambdas, no pickled code)."""
+    import keras
+
+    from . import losses, models  # noqa: F401 - registers the custom classes
+    path = Path(run) / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run} a run folder made by `train`?")
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def load_run_config(run: str | os.PathLike) -> dict:
+    """The run's config; the operating point ``train`` chose on validation data
+    (``operating_point.json``) sets the threshold and minimum defect area."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run} a run folder made by `train`?")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    point_file = Path(run) / "operating_point.json"
+    if point_file.is_file():
+        point = json.loads(point_file.read_text(encoding="utf-8"))
+        config["threshold"], config["min_area"] = point["threshold"], point["min_area"]
+    return config
+
+
+def run_geometry(config: dict) -> Geometry:
+    if "geometry" in config:
+        return Geometry.from_dict(config["geometry"])
+    return Geometry(size=config["image_size"], fit=config.get("fit", "stretch"))  # older runs
+
+
+def _pad_to_stride(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    pad_h, pad_w = -height % STRIDE, -width % STRIDE
+    if not (pad_h or pad_w):
+        return image
+    mode = "reflect" if min(height, width) > STRIDE else "edge"
+    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+def _spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """(window start, window end, core start, core end) along one axis, all on the stride grid."""
+    spans = []
+    for start in range(0, length, core):
+        end = min(length, start + core)
+        spans.append((max(0, start - margin), min(length, end + margin), start, end))
+    return spans
+
+
+def probability_map(model, image: np.ndarray, max_pixels: int = WHOLE_PHOTO_PIXELS,
+                    core: int = TILE_CORE, margin: int = TILE_MARGIN) -> np.ndarray:
+    """Defect probability (H, W) for one image (H, W, 3) in [0, 1] at model resolution.
+
+    Runs the whole image when it has at most ``max_pixels`` pixels, else overlapping
+    tiles (``core`` + ``margin`` on each side); both give the same map.
+    """
+    if core % STRIDE or margin % STRIDE:
+        raise ValueError(f"core and margin must be multiples of {STRIDE}")
+    height, width = image.shape[:2]
+    padded = _pad_to_stride(np.asarray(image, dtype=np.float32))
+    if padded.shape[0] * padded.shape[1] <= max_pixels:
+        out = model.predict_on_batch(padded[None])
+        return np.asarray(out, dtype=np.float32)[0, :height, :width, 0]
+    result = np.empty(padded.shape[:2], dtype=np.float32)
+    for y0, y1, cy0, cy1 in _spans(padded.shape[0], core, margin):
+        for x0, x1, cx0, cx1 in _spans(padded.shape[1], core, margin):
+            out = np.asarray(model.predict_on_batch(padded[None, y0:y1, x0:x1]), np.float32)[0, ..., 0]
+            result[cy0:cy1, cx0:cx1] = out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    return result[:height, :width]
+
+
+def resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A probability map resized (bilinear) to ``size`` = (width, height)."""
+    if probability.shape[::-1] == tuple(size):
+        return probability
+    return np.asarray(Image.fromarray(np.asarray(probability, np.float32)).resize(
+        tuple(size), Image.Resampling.BILINEAR))
+
+
+class Predictor:
+    """A run's model with its geometry, threshold and minimum area: the same decision for
+    ``predict``, ``evaluate``, the notebooks and the app."""
+
+    def __init__(self, run: str | os.PathLike, threshold: float | None = None,
+                 min_area: int | None = None, model=None):
+        self.run = Path(run)
+        self.config = load_run_config(run)
+        self.model = model if model is not None else load_run_model(run)
+        self.geometry = run_geometry(self.config)
+        self.threshold = float(self.config["threshold"] if threshold is None else threshold)
+        self.min_area = int(self.config["min_area"] if min_area is None else min_area)
+
+    def open(self, source) -> tuple[Image.Image, Image.Image]:
+        """(photo as people see it, the same photo decoded the way preparation decodes it).
+
+        ``source`` is a path or the bytes of an upload. EXIF orientation is applied, so the
+        mask matches the displayed photo. Preparation decodes JPEGs at a reduced scale
+        (reduce-on-decode); the model sees those same pixels here. Bad input: ``ItemError``.
+        """
+        def fresh():
+            return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+
+        model_photo, full = open_photo(fresh(), self.geometry, exif="always")
+        photo = model_photo if model_photo.size == tuple(full) else open_photo(fresh(), exif="always")[0]
+        return photo, model_photo
+
+    def model_input(self, photo: Image.Image, full_size: tuple[int, int] | None = None
+                    ) -> tuple[np.ndarray, object]:
+        """Model input in [0, 1], pixel for pixel what ``prepare`` writes, and its layout;
+        ``full_size`` is the photo's own size when ``photo`` was decoded at a reduced scale."""
+        layout = self.geometry.layout(*(full_size or photo.size))
+        image = model_input_image(photo, layout)
+        return np.asarray(image, dtype=np.float32) / 255.0, layout
+
+    def predict_photo(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
+        """Probability map and mask at the photo's own size, verdict and area share.
+
+        Pass ``model_photo`` from :meth:`open` to match preparation pixel for pixel; an
+        image already in memory alone is resized from full resolution (nearly the same)."""
+        width, height = photo.size
+        x, layout = self.model_input(model_photo or photo, (width, height))
+        probability = probability_map(self.model, x)
+        content = probability[layout.y0:layout.y0 + layout.box_h, layout.x0:layout.x0 + layout.box_w]
+        model_mask = content >= self.threshold
+        area = int(model_mask.sum())
+        full = resize_probability(content, (width, height))
+        mask = full >= self.threshold
+        return {"probability": full, "mask": mask, "defective": area >= max(1, self.min_area),
+                "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
+                "model_area_pixels": area, "model_mask": model_mask,
+                "scale": (width / layout.box_w, height / layout.box_h)}
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file()
+                      and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    raise FileNotFoundError(f"input {path} does not exist")
+
+
+PREDICTION_FIELDS = ["stem", "source", "defective", "defect_area_share", "max_probability"]
+
+
+def predict(run, inputs, out, threshold: float | None = None, progress: bool = True) -> dict:
+    """Masks (0/255, the photo's own size), overlays and ``predictions.csv`` for photos."""
+    from tqdm.auto import tqdm
+
+    from .report import mask_image, overlay_image, png_bytes
+    inputs, out = Path(inputs), Path(out)
+    source_dir = inputs if inputs.is_dir() else inputs.parent
+    if is_within(out, source_dir):
+        raise ValueError(f"the output folder {out} is inside the input folder {source_dir}; "
+                         f"choose a folder outside it (inputs are never written to)")
+    predictor = Predictor(run, threshold)
+    paths = _inputs(inputs)
+    rows, skipped = [], []
+    for path in tqdm(paths, desc="predicting", unit="img", disable=not progress or len(paths) < 20):
+        try:
+            photo, model_photo = predictor.open(path)
+        except ItemError as exc:
+            skipped.append({"file": str(path), "reason": str(exc)})
+            continue
+        result = predictor.predict_photo(photo, model_photo)
+        stem = (path.stem if inputs.is_file()
+                else path.relative_to(inputs).with_suffix("").as_posix().replace("/", "__"))
+        atomic_write_bytes(out / f"{stem}.png", png_bytes(mask_image(result["mask"])))
+        atomic_write_bytes(out / f"{stem}_overlay.png", png_bytes(overlay_image(photo, result["mask"])))
+        rows.append({"stem": stem, "source": str(path),
+                     "defective": "yes" if result["defective"] else "no",
+                     "defect_area_share": round(result["defect_area_share"], 6),
+                     "max_probability": round(result["max_probability"], 4)})
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=PREDICTION_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "predictions.csv", table.getvalue())
+    return {"predicted": len(rows), "skipped": skipped, "out": str(out),
+            "defective": sum(r["defective"] == "yes" for r in rows)}

@@ -1,0 +1,211 @@
+"""Hairline scratches: preparation keeps resolution, tiles for training, whole photos for prediction."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratch_utils.data import load_manifest, prepare
+from scratch_utils.geometry import Geometry, pick_scale
+
+from conftest import defect, write_aihub_label, write_photo
+
+tf = pytest.importorskip("tensorflow")
+
+
+def line_polygon(x0, y0, x1, y1, width):
+    """A straight stroke ``width`` px wide as a polygon."""
+    direction = np.array([x1 - x0, y1 - y0], float)
+    normal = np.array([-direction[1], direction[0]]) / np.linalg.norm(direction) * width / 2
+    corners = [np.array([x0, y0]) + normal, np.array([x1, y1]) + normal,
+               np.array([x1, y1]) - normal, np.array([x0, y0]) - normal]
+    return [round(float(v), 2) for point in corners for v in point]
+
+
+# --------------------------------------------------------------------- preparation
+
+def test_a_one_pixel_line_on_a_2048_px_photo_survives_half_scale(tmp_path):
+    root = tmp_path / "src"
+    write_photo(root / "a.jpg", width=2048, height=1152)
+    write_aihub_label(root / "a.json", "a.jpg", 2048, 1152,
+                      [defect(line_polygon(100, 200, 1900, 900, width=1.0))])
+    report = prepare(root, tmp_path / "out", scale=0.5, progress=False)
+    assert report["settings"]["scale"] == 0.5
+    mask = np.asarray(Image.open(tmp_path / "out" / "masks" / "a.png")) > 0
+    assert mask.shape == (576, 1024), "aspect ratio kept, half the resolution"
+    columns = np.flatnonzero(mask.any(axis=0))
+    assert columns.min() <= 51 and columns.max() >= 949
+    assert len(columns) == columns.max() - columns.min() + 1, "the line has no gap"
+    assert mask.sum() < 3 * len(columns), "and stays a thin line"
+
+
+@pytest.mark.parametrize("width, expected", [(1.5, 1.0), (3.0, 0.5), (6.0, 0.25), (12.0, 0.125)])
+def test_auto_scale_keeps_the_narrowest_defect_about_a_pixel_wide(tmp_path, width, expected):
+    root = tmp_path / "src"
+    for k in range(4):
+        write_photo(root / f"p{k}.png", width=400, height=300)
+        write_aihub_label(root / f"p{k}.json", f"p{k}.png", 400, 300,
+                          [defect(line_polygon(20, 20 + 50 * k, 380, 40 + 50 * k, width))])
+    report = prepare(root, tmp_path / "out", progress=False)
+    estimate = report["settings"]["scale_estimate"]
+    assert estimate["narrowest_defect_px"] == pytest.approx(width, rel=0.05)
+    assert report["settings"]["scale"] == expected == pick_scale(width)
+    assert Image.open(tmp_path / "out" / "images" / "p0.png").size == (round(400 * expected),
+                                                                      round(300 * expected))
+
+
+def test_max_side_caps_the_longer_side_and_keeps_the_aspect_ratio(tmp_path):
+    root = tmp_path / "src"
+    write_photo(root / "wide.png", width=1000, height=500)
+    write_photo(root / "tall.png", width=300, height=900)
+    for name, (w, h) in (("wide", (1000, 500)), ("tall", (300, 900))):
+        write_aihub_label(root / f"{name}.json", f"{name}.png", w, h,
+                          [defect([10, 10, 60, 10, 60, 40, 10, 40])])
+    prepare(root, tmp_path / "out", scale=1.0, max_side=400, progress=False)
+    assert Image.open(tmp_path / "out" / "images" / "wide.png").size == (400, 200)
+    assert Image.open(tmp_path / "out" / "masks" / "tall.png").size == (133, 400)
+    assert Geometry(scale=0.5, max_side=400).layout(1000, 500).box_w == 400
+    with pytest.raises(ValueError, match="fraction"):
+        Geometry(scale=2)
+
+
+# --------------------------------------------------------------------- tiles
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_the_tile_sampler_centres_its_share_of_tiles_on_defects(scaled, share):
+    from scratch_utils.pipeline import sample_tiles
+    tiles = sample_tiles(scaled, 400, tile_size=32, defect_share=share, seed=3)
+    centred = np.mean([t["centred"] for t in tiles])
+    assert abs(centred - share) < 0.06
+    for tile in [t for t in tiles if t["centred"]][:40]:
+        mask = np.asarray(Image.open(scaled / "masks" / f"{tile['stem']}.png")) > 0
+        crop = mask[tile["y0"]:tile["y0"] + 32, tile["x0"]:tile["x0"] + 32]
+        assert crop.shape == (32, 32) and crop.any(), "a centred tile shows its defect"
+
+
+def test_the_tile_stream_is_reproducible_and_resumable(scaled):
+    from scratch_utils.pipeline import make_tile_dataset
+
+    def batches(seed, first_tile=0, n=3):
+        dataset = make_tile_dataset(scaled, 32, 0.5, batch_size=4, seed=seed, first_tile=first_tile)
+        return [(x.numpy(), y.numpy()) for x, y in dataset.take(n)]
+
+    a, b, other = batches(0), batches(0), batches(1)
+    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a, other))
+    resumed = batches(0, first_tile=8, n=1)[0]
+    assert np.array_equal(resumed[0], a[2][0]), "tile k depends only on (seed, k)"
+    images, masks = a[0]
+    assert images.shape == (4, 32, 32, 3) and masks.shape == (4, 32, 32, 1)
+    assert set(np.unique(masks)) <= {0.0, 1.0} and 0 <= images.min() and images.max() <= 1
+
+
+# --------------------------------------------------------------------- whole photos
+
+def test_whole_photo_prediction_equals_tile_stitched_prediction():
+    from scratch_utils.models import unet, vgg16_unet
+    from scratch_utils.predict import probability_map
+    image = np.random.default_rng(0).random((500, 700, 3), dtype=np.float32)
+    for model in (unet(None, base_filters=4, depth=4), vgg16_unet(None, encoder_weights=None,
+                                                                  decoder_filters=(8, 8, 4, 4))):
+        whole = probability_map(model, image)
+        tiled = probability_map(model, image, max_pixels=1, core=256, margin=192)
+        assert whole.shape == tiled.shape == (500, 700)
+        assert np.abs(whole - tiled).max() < 1e-4, f"{model.name}: seams between tiles"
+
+
+def test_a_very_large_photo_is_predicted_within_a_memory_bound(run, tmp_path):
+    """A 6000x4000 phone photo: tiles keep the peak memory bounded."""
+    photo = tmp_path / "phone.jpg"
+    rng = np.random.default_rng(0)
+    small = rng.integers(60, 200, (400, 600, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((6000, 4000)).save(photo, quality=85)
+    script = f"""
+import resource, json, numpy as np
+import scratch_utils.predict as predict
+calls = []
+real = predict.probability_map
+predictor = predict.Predictor({str(run)!r})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+photo, model_photo = predictor.open({str(photo)!r})
+result = predictor.predict_photo(photo, model_photo)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"before_mb": before / 1024, "peak_mb": peak / 1024,
+                  "mask": list(result["mask"].shape)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["mask"] == [4000, 6000], "the mask comes back at the photo's own size"
+    # The photo, its probability map and mask at full size are ~0.3 GB; the model runs in tiles.
+    assert measured["peak_mb"] - measured["before_mb"] < 1500, measured
+
+
+class RedChannelModel:
+    """Stands in for a network: the defect probability is the red channel."""
+    def predict_on_batch(self, batch):
+        return np.asarray(batch)[..., :1]
+
+
+def test_an_exif_rotated_photo_gets_a_mask_matching_the_displayed_photo(run, tmp_path):
+    from scratch_utils.predict import Predictor
+    displayed = np.zeros((120, 200, 3), np.uint8)
+    displayed[:, :40, 0] = 255                       # red band on the left, as people see it
+    stored = Image.fromarray(displayed).transpose(Image.Transpose.ROTATE_90)  # the camera's way
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # "rotate 90 clockwise to display"
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif.tobytes(), quality=95)
+    assert Image.open(path).size == (120, 200)
+    predictor = Predictor(run, threshold=0.5, model=RedChannelModel())
+    photo, model_photo = predictor.open(path)
+    assert photo.size == (200, 120)
+    mask = predictor.predict_photo(photo, model_photo)["mask"]
+    assert mask.shape == (120, 200)
+    assert mask[:, 5:35].mean() > 0.95 and mask[:, 60:].mean() < 0.01
+
+
+def test_scores_use_the_masks_at_the_photos_own_resolution(scaled):
+    """A model that paints exactly the prepared (coverage-dilated) masks is perfect at model
+    resolution but not against the label polygons at the photo's own size."""
+    from scratch_utils.evaluation import SplitPredictions, TruthMasks, scores, sweep
+    rows = load_manifest(scaled, "test")
+    masks = [(np.asarray(Image.open(scaled / "masks" / f"{r['stem']}.png")) > 0).astype(np.float16)
+             for r in rows]
+    predictions = sweep(SplitPredictions(scaled, rows, masks))
+    truth = TruthMasks(scaled)(rows[0]["stem"])
+    assert truth.shape == (rows[0]["height"], rows[0]["width"])
+    at_photo = scores(predictions, 0.5, 1)
+    assert at_photo["detection_rate"] == 1.0 and at_photo["false_alarm_rate"] == 0.0
+    assert 0.3 < at_photo["dice"] < 0.95, "thin scratches drawn a pixel wide at half scale"
+    assert at_photo["recall"] > 0.9 and at_photo["tolerance_f1"] > at_photo["dice"]
+
+
+# --------------------------------------------------------------------- runs and the app
+
+def test_train_chooses_and_writes_the_operating_point_and_predict_uses_it(run, scaled, tmp_path):
+    point = json.loads((run / "operating_point.json").read_text())
+    assert point["chosen_on"] == "val" and 0 < point["threshold"] < 1 and point["min_area"] >= 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["operating_point"]["threshold"] == point["threshold"]
+    assert metrics["test"]["scored_at"] == "photo resolution"
+    from scratch_utils.predict import Predictor, predict
+    assert (Predictor(run).threshold, Predictor(run).min_area) == (point["threshold"], point["min_area"])
+    source = scaled.parent / "source" / "images"
+    result = predict(run, source, tmp_path / "masks", progress=False)
+    assert result["predicted"] == len(list(source.glob("*.jpg")))
+    everything = predict(run, source, tmp_path / "all", threshold=0.0, progress=False)
+    assert everything["defective"] == everything["predicted"], "--threshold overrides the run's"
+
+
+def test_the_app_imports_no_training_module():
+    code = ("import sys, scratch_utils.serve; print(sorted(m for m in sys.modules if m in "
+            "{'scratch_utils.train', 'scratch_utils.pipeline', 'scratch_utils.augment', "
+            "'scratch_utils.compare', 'scratch_utils.evaluation', 'scratch_utils.synthetic'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert done.stdout.strip() == "[]"
