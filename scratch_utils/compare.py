@@ -21,7 +21,7 @@ from .files import atomic_write_json, atomic_write_text
 from .metrics import detection_rates
 
 # Minimum defect areas, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
-MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TARGET_DETECTION = 0.95
 
 

@@ -212,3 +212,29 @@ def pick_parts(rows: list[dict], defective: int = 3, good: int = 1) -> list[dict
     """The first few defective and good parts of a split, for galleries."""
     return ([r for r in rows if r["quality"] == "defective"][:defective]
             + [r for r in rows if r["quality"] == "good"][:good])
+
+
+def save_predictions(predictions: SplitPredictions, path: str | Path) -> None:
+    """Keep a split's probabilities (float16) beside the model that made them."""
+    from .files import atomic_write_bytes
+    import io
+    buffer = io.BytesIO()
+    np.savez(buffer, **{row["stem"]: p for row, p in zip(predictions.rows, predictions.probabilities)})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_predictions(run: str | Path, split: str, prepared: str | Path | None = None) -> SplitPredictions:
+    """A run's predictions for a split, swept: from ``predictions/<split>.npz`` when ``train``
+    left them there for this model, else predicted now (and kept)."""
+    from .predict import load_run_config, load_run_model
+    run = Path(run)
+    prepared = Path(prepared or load_run_config(run)["prepared"])
+    rows = load_manifest(prepared, split)
+    cache = run / "predictions" / f"{split}.npz"
+    if cache.is_file() and cache.stat().st_mtime >= (run / "model.keras").stat().st_mtime:
+        with np.load(cache) as stored:
+            if all(row["stem"] in stored for row in rows):
+                return sweep(SplitPredictions(prepared, rows, [stored[row["stem"]] for row in rows]))
+    predictions = predict_split(load_run_model(run), prepared, split)
+    save_predictions(predictions, cache)
+    return sweep(predictions)

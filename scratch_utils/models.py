@@ -20,6 +20,11 @@ VGG16_CENTRE = "block5_conv3"
 # ImageNet channel means of the Caffe-trained VGG16, in BGR order, on the 0..255 scale.
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 MODEL_NAMES = ("encoder_decoder", "unet", "vgg16_unet")
+# Batch-norm moving statistics: Keras' default momentum 0.99 keeps 30% of the initial (0, 1)
+# statistics after 120 steps, so a short CPU run predicts whole photos with miscalibrated
+# layers; 0.9 (PyTorch's default, there written 0.1) has forgotten them after 50 steps.
+BN_MOMENTUM = 0.9
+PRIOR_LOGIT = -4.6  # log(0.01 / 0.99)
 
 
 @keras.saving.register_keras_serializable(package="scratch_utils")
@@ -40,7 +45,7 @@ def conv_block(x, filters: int, name: str, kernel_initializer="he_normal"):
     for k in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                           kernel_initializer=kernel_initializer, name=f"{name}_conv{k}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{k}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{k}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{k}")(x)
     return x
 
@@ -61,7 +66,7 @@ def decoder_block(x, skip, filters: int, stage: int, upsampling: str = "transpos
                           kernel_initializer="he_normal", name=f"{name}_up")(x)
     else:
         raise ValueError(f"upsampling must be 'transpose' or 'upsample', got {upsampling!r}")
-    x = layers.BatchNormalization(name=f"{name}_up_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_up_bn")(x)
     x = layers.Activation("relu", name=f"{name}_up_relu")(x)
     if skip is not None:
         x = layers.Concatenate(name=f"{name}_concat")([x, skip])
@@ -75,7 +80,10 @@ def build_decoder(inputs, centre, skips, decoder_filters, upsampling="transpose"
     x = centre
     for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
         x = decoder_block(x, skip, filters, stage, upsampling)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="defect_probability")(x)
+    # Start at the defect prior (about 1% of pixels) instead of 0.5: otherwise the first steps
+    # of BCE push every output down so hard that the sigmoid saturates and learning stalls.
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="defect_probability",
+                            bias_initializer=keras.initializers.Constant(PRIOR_LOGIT))(x)
     return keras.Model(inputs, outputs, name=name)
 
 

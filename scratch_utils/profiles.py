@@ -59,8 +59,8 @@ PROFILES = {
     # Sized for `make report` in under 30 minutes on a 2-core CPU: half-scale photos,
     # 128-px tiles, 8 base filters; the VGG16 encoder stays frozen.
     "default": Profile("default", synth_count=600, synth_width=1280, synth_height=720,
-                       figures_are_published=True, epochs=5, base_filters=8,
-                       vgg_epochs=3, vgg_frozen_throughout=True),
+                       figures_are_published=True, epochs=8, base_filters=8,
+                       vgg_epochs=2, vgg_frozen_throughout=True),
     # The seeds' model sizes for a GPU or Colab: 64 base filters, 30 epochs, 256-px tiles.
     "full": Profile("full", synth_count=2000, synth_width=1280, synth_height=720,
                     figures_are_published=True, epochs=30, base_filters=64, learning_rate=1e-3,

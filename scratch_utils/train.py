@@ -10,7 +10,8 @@ predictions, writes it to the run folder, and scores the test split once, at the
 own resolution.
 
 A run folder holds ``model.keras``, ``config.json``, ``operating_point.json``,
-``history.csv``, ``training_curves.png`` and ``metrics.json``. Runs are trained in a
+``history.csv``, ``training_curves.png``, ``metrics.json`` and ``predictions/`` (the validation
+and test probabilities, reused by notebook 05). Runs are trained in a
 hidden sibling folder and renamed when complete, so an interrupted run never leaves a
 half-written run folder or clobbers an old one.
 """
@@ -174,7 +175,7 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
 
     from .augment import AugmentConfig
     from .compare import choose_operating_point
-    from .evaluation import predict_split, scores, sweep
+    from .evaluation import predict_split, save_predictions, scores, sweep
     from .models import build_model, set_encoder_trainable
     from .pipeline import make_tile_dataset
     geometry = prepared_geometry(prepared)
@@ -237,6 +238,8 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
     config.extra = {**config.extra, **timing}
     atomic_write_json(staging / "config.json", asdict(config))
     test = sweep(predict_split(best, prepared, "test"))
+    for split, predictions in (("val", validation.best), ("test", test)):
+        save_predictions(predictions, staging / "predictions" / f"{split}.npz")
     metrics = {"val": scores(validation.best, point.threshold, point.min_area),
                "test": scores(test, point.threshold, point.min_area),
                "operating_point": asdict(point),

@@ -209,3 +209,13 @@ def test_the_app_imports_no_training_module():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_the_predictions_train_keeps_match_a_fresh_prediction(run, scaled):
+    from scratch_utils.evaluation import predict_split, run_predictions
+    from scratch_utils.predict import load_run_model
+    kept = run_predictions(run, "test")
+    fresh = predict_split(load_run_model(run), scaled, "test")
+    assert [r["stem"] for r in kept.rows] == [r["stem"] for r in fresh.rows]
+    for a, b in zip(kept.probabilities, fresh.probabilities):
+        assert a.shape == b.shape and np.allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)

@@ -8,10 +8,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-MODELS = {"encoder_decoder", "unet", "unet_bce", "unet_dice", "vgg16_unet"}
+MODELS = {"encoder_decoder", "unet", "unet_bce", "unet_dice", "vgg16_unet", "unet_squashed"}
 SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detection_rate",
           "false_alarm_rate", "auroc"]
-COSTS = ["parameters", "train_seconds", "train_images_per_s", "inference_ms_per_image"]
+COSTS = ["parameters", "train_seconds", "train_tiles_per_s", "inference_ms_per_photo"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,12 @@ def test_every_metric_is_there_and_finite(rows):
             for score in SCORES:
                 value = row[f"{split}_{score}"]
                 assert isinstance(value, (int, float)) and 0 <= value <= 1, (row["name"], split, score)
+
+
+def test_the_seeds_squash_is_the_baseline_row_and_the_rest_keep_resolution(rows):
+    inputs = {row["name"]: row["input"] for row in rows}
+    assert inputs["unet_squashed"].endswith("px square")
+    assert all(value.startswith("scale") for name, value in inputs.items() if name != "unet_squashed")
 
 
 def test_operating_points_were_chosen_on_validation(rows):

@@ -65,7 +65,7 @@ def test_hed_weights_load_or_say_how_to_get_them():
 
 
 def test_run_folder_contract(run):
-    assert {p.name for p in run.iterdir()} == {"model.keras", "config.json", "history.csv",
+    assert {p.name for p in run.iterdir()} == {"model.keras", "config.json", "history.csv", "predictions",
                                               "training_curves.png", "metrics.json",
                                               "operating_point.json"}
     config = json.loads((run / "config.json").read_text())
