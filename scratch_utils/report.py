@@ -155,32 +155,6 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
     return fig
 
 
-def show_predictions(images, masks, predictions: dict, threshold: float = 0.5, n: int = 4,
-                     titles: list[str] | None = None):
-    """Rows of parts: photo, ground truth, then each model's predicted mask over the photo.
-
-    ``predictions`` maps a model name to its probability maps (N, H, W).
-    """
-    columns = 2 + len(predictions)
-    fig, axes = plt.subplots(n, columns, figsize=(2.4 * columns, 2.5 * n), squeeze=False)
-    for row in range(n):
-        truth = np.asarray(masks[row]).squeeze() > 0.5
-        axes[row, 0].imshow(np.asarray(images[row]))
-        axes[row, 0].set_title(titles[row] if titles else "photo", fontsize=8)
-        axes[row, 1].imshow(overlay(images[row], truth))
-        axes[row, 1].set_title("ground truth", fontsize=8)
-        for col, (name, probabilities) in enumerate(predictions.items(), start=2):
-            predicted = np.asarray(probabilities[row]).squeeze() >= threshold
-            dice = per_image_scores(truth, predicted)["dice"][0]
-            axes[row, col].imshow(overlay(images[row], predicted))
-            axes[row, col].set_title(f"{name}: Dice {dice:.2f}", fontsize=8)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
 def scores_table(rows: dict, keys=("dice", "iou", "miou", "precision", "recall", "tolerance_f1",
                                    "detection_rate", "false_alarm_rate", "auroc")) -> str:
     """A fixed-width text table: one row per model/split, one column per score."""
