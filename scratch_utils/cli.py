@@ -48,7 +48,8 @@ def _train(args) -> int:
 
     from .profiles import get_profile
     from .train import TrainConfig, train
-    defaults = get_profile(args.profile).training()
+    weights = None if args.encoder_weights in (None, "none") else args.encoder_weights
+    defaults = get_profile(args.profile).training(args.model, weights)  # incl. the VGG warm-up rule
     values = {**defaults, **{k: v for k, v in vars(args).items()
                              if k in {f.name for f in fields(TrainConfig)} and v is not None}}
     if values.get("encoder_weights") == "none":
