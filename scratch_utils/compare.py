@@ -18,7 +18,7 @@ import numpy as np
 
 from .evaluation import THRESHOLDS, SplitPredictions, pixel_curve, threshold_index
 from .files import atomic_write_json, atomic_write_text
-from .metrics import detection_rates
+from .metrics import detection_rates, safe_ratio
 
 # Minimum defect areas, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
 MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -79,7 +79,7 @@ def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4
     s = predictions.stats
     tp, fp = s["tp"][:, k], s["fp"][:, k]
     fn = s["positives"] - tp
-    dice = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
+    dice = safe_ratio(2 * tp, 2 * tp + fp + fn)
     called = s["area"][:, k] >= point.min_area
     defective = predictions.is_defective
     ranked = [int(k) for k in np.argsort(dice, kind="stable") if defective[k]]

@@ -22,7 +22,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .data import load_manifest, prepared_geometry
-from .metrics import auroc, detection_rates, tolerance_counts, tolerance_from_counts
+from .metrics import (auroc, detection_rates, safe_ratio, tolerance_counts,
+                      tolerance_from_counts)
 from .predict import probability_map, resize_probability
 
 # Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.
@@ -125,21 +126,16 @@ def sweep(predictions: SplitPredictions, truths: TruthMasks | None = None) -> Sp
     return predictions
 
 
-def _ratio(numerator, denominator, empty=1.0):
-    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
-    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), empty)
-
-
 def pixel_curve(predictions: SplitPredictions) -> dict:
     """Pooled pixel scores at every threshold of the grid, at photo resolution."""
     s = predictions.stats
     tp, fp = s["tp"].sum(axis=0), s["fp"].sum(axis=0)
     fn = s["positives"].sum() - tp
     tn = s["pixels"].sum() - tp - fp - fn
-    iou = _ratio(tp, tp + fp + fn)
-    return {"thresholds": np.asarray(predictions.thresholds), "dice": _ratio(2 * tp, 2 * tp + fp + fn),
-            "iou": iou, "miou": (iou + _ratio(tn, tn + fp + fn)) / 2,
-            "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn)}
+    iou = safe_ratio(tp, tp + fp + fn)
+    return {"thresholds": np.asarray(predictions.thresholds), "dice": safe_ratio(2 * tp, 2 * tp + fp + fn),
+            "iou": iou, "miou": (iou + safe_ratio(tn, tn + fp + fn)) / 2,
+            "precision": safe_ratio(tp, tp + fp), "recall": safe_ratio(tp, tp + fn)}
 
 
 def threshold_index(predictions: SplitPredictions, threshold: float) -> int:
@@ -163,8 +159,8 @@ def scores(predictions: SplitPredictions, threshold: float, min_area: int,
     curve = pixel_curve(predictions)
     tp, fp = s["tp"][:, k], s["fp"][:, k]
     fn = s["positives"] - tp
-    dice_per_image = _ratio(2 * tp, 2 * tp + fp + fn)
-    iou_per_image = _ratio(tp, tp + fp + fn)
+    dice_per_image = safe_ratio(2 * tp, 2 * tp + fp + fn)
+    iou_per_image = safe_ratio(tp, tp + fp + fn)
     called = s["area"][:, k] >= max(1, int(min_area))
     truths = TruthMasks(predictions.prepared)
     pooled = {"hits": 0, "predicted": 0, "found": 0, "true": 0}

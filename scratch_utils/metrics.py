@@ -30,7 +30,8 @@ def _bool(masks) -> np.ndarray:
     return masks.astype(bool)
 
 
-def _ratio(numerator, denominator, empty=1.0):
+def safe_ratio(numerator, denominator, empty=1.0):
+    """numerator / denominator, and ``empty`` where the denominator is 0 (see the module docstring)."""
     numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
     safe = np.where(denominator > 0, denominator, 1.0)
     return np.where(denominator > 0, numerator / safe, empty)
@@ -49,17 +50,17 @@ def confusion(true, pred, axis=None):
 def pixel_scores(true, pred) -> dict:
     """Dataset-level (pooled) Dice, IoU, precision, recall and 2-class mean IoU."""
     tp, fp, fn, tn = confusion(true, pred)
-    iou_defect = float(_ratio(tp, tp + fp + fn))
-    iou_background = float(_ratio(tn, tn + fp + fn))
-    return {"dice": float(_ratio(2 * tp, 2 * tp + fp + fn)), "iou": iou_defect,
+    iou_defect = float(safe_ratio(tp, tp + fp + fn))
+    iou_background = float(safe_ratio(tn, tn + fp + fn))
+    return {"dice": float(safe_ratio(2 * tp, 2 * tp + fp + fn)), "iou": iou_defect,
             "miou": (iou_defect + iou_background) / 2,
-            "precision": float(_ratio(tp, tp + fp)), "recall": float(_ratio(tp, tp + fn))}
+            "precision": float(safe_ratio(tp, tp + fp)), "recall": float(safe_ratio(tp, tp + fn))}
 
 
 def per_image_scores(true, pred) -> dict:
     """Per-image Dice and IoU arrays (both empty -> 1, see the module docstring)."""
     tp, fp, fn, _ = confusion(true, pred, axis="image")
-    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn)}
+    return {"dice": safe_ratio(2 * tp, 2 * tp + fp + fn), "iou": safe_ratio(tp, tp + fp + fn)}
 
 
 def dilate(masks, radius: int) -> np.ndarray:
@@ -86,8 +87,8 @@ def tolerance_counts(true, pred, tolerance: int = 2) -> dict:
 
 
 def tolerance_from_counts(counts: dict) -> dict:
-    precision = float(_ratio(counts["hits"], counts["predicted"]))
-    recall = float(_ratio(counts["found"], counts["true"]))
+    precision = float(safe_ratio(counts["hits"], counts["predicted"]))
+    recall = float(safe_ratio(counts["found"], counts["true"]))
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"tolerance_precision": precision, "tolerance_recall": recall, "tolerance_f1": f1}
 
@@ -118,8 +119,8 @@ def detection_rates(is_defective, called_defective) -> dict:
     """Share of defective parts caught and share of good parts falsely flagged."""
     is_defective = np.asarray(is_defective, bool)
     called = np.asarray(called_defective, bool)
-    return {"detection_rate": float(_ratio(np.sum(called & is_defective), np.sum(is_defective))),
-            "false_alarm_rate": float(_ratio(np.sum(called & ~is_defective), np.sum(~is_defective),
+    return {"detection_rate": float(safe_ratio(np.sum(called & is_defective), np.sum(is_defective))),
+            "false_alarm_rate": float(safe_ratio(np.sum(called & ~is_defective), np.sum(~is_defective),
                                              empty=0.0)),
             "defective_parts": int(is_defective.sum()), "good_parts": int((~is_defective).sum())}
 
