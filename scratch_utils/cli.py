@@ -58,8 +58,9 @@ def _train(args) -> int:
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]
     point = metrics["operating_point"]
-    print(f"run {run}: operating point (chosen on validation) threshold {point['threshold']:.2f}, "
-          f"minimum area {point['min_area']} px; test at the photos' own resolution: "
+    print(f"run {run}: chosen on validation: mask threshold {point['mask_threshold']:.2f}; "
+          f"a part is defective when one region above {point['threshold']:.2f} has "
+          f"{point['min_area']} px or more; test at the photos' own resolution: "
           f"dice {test['dice']:.3f}, IoU {test['iou']:.3f}, caught {test['detection_rate']:.0%} "
           f"of defective parts, false alarms on {test['false_alarm_rate']:.0%} of good parts")
     return 0
@@ -164,14 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default=None, help="prepared folder (default: the run's own)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--threshold", type=float, default=None,
-                    help="default: the run's operating point (chosen on validation by train)")
+                    help="one pixel threshold for the mask and the decision "
+                         "(default: the run's operating point, chosen on validation by train)")
     ev.set_defaults(run=_evaluate)
 
     pr = commands.add_parser("predict", help="mask the scratches on photos of any size")
     pr.add_argument("--model", required=True, help="run folder")
     pr.add_argument("--input", required=True, help="a photo or a folder of photos")
     pr.add_argument("--out", required=True, help="output folder (outside the input folder)")
-    pr.add_argument("--threshold", type=float, default=None, help="default: the run's threshold")
+    pr.add_argument("--threshold", type=float, default=None, help="one pixel threshold for the mask and the decision "
+                         "(default: the run's operating point)")
     pr.set_defaults(run=_predict)
 
     sv = commands.add_parser("serve", help="web app: upload a photo, get the scratch masked")

@@ -1,9 +1,11 @@
 """Model comparison: operating points chosen on validation data, curves, tables (notebook 05).
 
 The plant's question is image-level: catch at least 95% of defective parts with as few
-false alarms on good parts as possible. A part is called defective when at least
-``min_area`` pixels reach the pixel ``threshold``; both are picked on the validation split,
-then the test split is scored once at that operating point.
+false alarms on good parts as possible. A part is called defective when one connected region
+of pixels at or above the decision ``threshold`` covers at least ``min_area`` pixels; both are
+picked on the validation split. The mask a user sees (and every pixel score) uses its own
+``mask_threshold``, the one with the best validation Dice: a threshold low enough to catch
+faint scratches paints masks too wide. Then the test split is scored once at that point.
 """
 from __future__ import annotations
 
@@ -20,19 +22,30 @@ from .evaluation import THRESHOLDS, SplitPredictions, pixel_curve, threshold_ind
 from .files import atomic_write_json, atomic_write_text
 from .metrics import detection_rates, safe_ratio
 
-# Minimum defect areas, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
+# Minimum defect regions, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
 MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TARGET_DETECTION = 0.95
 
 
 @dataclass
 class OperatingPoint:
-    threshold: float
-    min_area: int
+    threshold: float               # decision: pixel threshold ...
+    min_area: int                  # ... and the smallest region (px at model resolution) called a defect
     detection_rate: float          # on the split it was chosen on (validation)
     false_alarm_rate: float
     target_met: bool
     target: float = TARGET_DETECTION
+    mask_threshold: float | None = None   # the mask shown and scored; None: ``threshold``
+
+    def __post_init__(self):
+        if self.mask_threshold is None:
+            self.mask_threshold = self.threshold
+
+
+def choose_mask_threshold(predictions: SplitPredictions) -> float:
+    """The threshold of the grid with the best pooled pixel Dice (ties: the lower one)."""
+    curve = pixel_curve(predictions)
+    return float(curve["thresholds"][int(np.argmax(curve["dice"]))])
 
 
 def choose_operating_point(predictions: SplitPredictions, target: float = TARGET_DETECTION,
@@ -40,12 +53,13 @@ def choose_operating_point(predictions: SplitPredictions, target: float = TARGET
     """Lowest false-alarm rate among the (threshold, min_area) pairs of the grid that catch
     ``target`` of the defective parts; ties go to the higher threshold, then the larger area
     (the stricter rule). If none reaches the target, the pair with the highest detection
-    rate (the plant's priority), ties to fewer false alarms."""
-    areas, is_defective = predictions.stats["area"], predictions.is_defective
+    rate (the plant's priority), ties to fewer false alarms. The mask threshold is chosen
+    apart, for the best Dice."""
+    regions, is_defective = predictions.stats["region"], predictions.is_defective
     candidates = []
     for k, threshold in enumerate(predictions.thresholds):
         for min_area in min_areas:
-            rates = detection_rates(is_defective, areas[:, k] >= min_area)
+            rates = detection_rates(is_defective, regions[:, k] >= min_area)
             candidates.append((rates["detection_rate"], rates["false_alarm_rate"],
                                float(threshold), int(min_area)))
     meeting = [c for c in candidates if c[0] >= target]
@@ -55,14 +69,15 @@ def choose_operating_point(predictions: SplitPredictions, target: float = TARGET
     else:
         detection, false_alarm, threshold, min_area = max(
             candidates, key=lambda c: (c[0], -c[1], c[2]))
-    return OperatingPoint(threshold, min_area, detection, false_alarm, bool(meeting), target)
+    return OperatingPoint(threshold, min_area, detection, false_alarm, bool(meeting), target,
+                          mask_threshold=choose_mask_threshold(predictions))
 
 
 def detection_curve(predictions: SplitPredictions, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(false-alarm rates, detection rates) as ``min_area`` sweeps the grid the operating
-    point is searched on, at ``threshold``."""
-    areas = predictions.stats["area"][:, threshold_index(predictions, threshold)]
-    points = [detection_rates(predictions.is_defective, areas >= level) for level in MIN_AREAS]
+    point is searched on, at the decision ``threshold``."""
+    regions = predictions.stats["region"][:, threshold_index(predictions, threshold)]
+    points = [detection_rates(predictions.is_defective, regions >= level) for level in MIN_AREAS]
     return (np.array([p["false_alarm_rate"] for p in points]),
             np.array([p["detection_rate"] for p in points]))
 
@@ -75,12 +90,13 @@ def precision_recall_curve(predictions: SplitPredictions) -> tuple[np.ndarray, n
 
 def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4) -> list[int]:
     """Indices of the worst parts: missed or poorly segmented defects, then false alarms."""
-    k = threshold_index(predictions, point.threshold)
+    k = threshold_index(predictions, point.mask_threshold)
+    decide = threshold_index(predictions, point.threshold)
     s = predictions.stats
     tp, fp = s["tp"][:, k], s["fp"][:, k]
     fn = s["positives"] - tp
     dice = safe_ratio(2 * tp, 2 * tp + fp + fn)
-    called = s["area"][:, k] >= point.min_area
+    called = s["region"][:, decide] >= point.min_area
     defective = predictions.is_defective
     ranked = [int(k) for k in np.argsort(dice, kind="stable") if defective[k]]
     false_alarms = [int(k) for k in np.where(called & ~defective)[0]]
@@ -103,6 +119,7 @@ def comparison_row(name: str, config: dict, metrics: dict) -> dict:
            "parameters": extra.get("parameters"), "train_seconds": extra.get("train_seconds"),
            "train_tiles_per_s": extra.get("train_tiles_per_s"),
            "inference_ms_per_photo": metrics.get("inference_ms_per_photo"),
+           "mask_threshold": point.get("mask_threshold", point["threshold"]),
            "threshold": point["threshold"], "min_area": point["min_area"],
            "target_met_on_val": point["target_met"]}
     for split in ("val", "test"):
@@ -142,14 +159,15 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 def markdown_table(rows: list[dict]) -> str:
     """The README's results table: costs, then test scores at the validation-chosen point."""
     header = ("| model | loss | encoder | input | epochs | params | train min | infer ms/photo "
-              "| threshold / min area | val: caught / false alarms | Dice | IoU | mIoU | tol. F1 "
-              "| precision | recall | caught | false alarms | AUROC |")
-    lines = [header, "|" + "---|" * 19]
+              "| mask threshold | decision: threshold / min region | val: caught / false alarms "
+              "| Dice | IoU | mIoU | tol. F1 | precision | recall | caught | false alarms | AUROC |")
+    lines = [header, "|" + "---|" * 20]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | {r['input']} | {r['epochs']} | "
             f"{r['parameters'] / 1e6:.2f} M | {r['train_seconds'] / 60:.1f} | "
-            f"{r['inference_ms_per_photo']:.0f} | {r['threshold']:.2f} / {r['min_area']} | "
+            f"{r['inference_ms_per_photo']:.0f} | {r['mask_threshold']:.2f} | "
+            f"{r['threshold']:.2f} / {r['min_area']} px | "
             f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
             f"{'' if r['target_met_on_val'] else ' (target missed)'} | "
             + " | ".join(f"{r['test_' + k]:.3f}" for k in ("dice", "iou", "miou", "tolerance_f1",

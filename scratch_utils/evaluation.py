@@ -8,8 +8,11 @@ resized training masks: those are dilated so thin scratches survive resizing, an
 against them flatters a model.
 
 One sweep over the threshold grid gives, per photo and threshold, the true/false positive
-pixels at photo resolution and the predicted area at model resolution (what the image
-decision counts). The operating point, the curves and the scores all come from it.
+pixels at photo resolution and the largest predicted region at model resolution (what the
+image decision counts). The operating point, the curves and the scores all come from it.
+Two thresholds come out of validation: the **mask threshold** (best pixel Dice: the mask a
+user sees and every pixel score) and the **decision rule** (threshold and minimum region for
+the pass/fail call at >= 95% of defective parts caught).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .data import load_manifest, prepared_geometry
-from .metrics import (auroc, detection_rates, safe_ratio, tolerance_counts,
+from .metrics import (auroc, detection_rates, largest_region, safe_ratio, tolerance_counts,
                       tolerance_from_counts)
 from .predict import probability_map, resize_probability
 
@@ -107,22 +110,23 @@ def _counts_at(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 def sweep(predictions: SplitPredictions, truths: TruthMasks | None = None) -> SplitPredictions:
     """Fill ``predictions.stats``: per photo (rows) and threshold (columns) the true and
-    false positive pixels and defect pixels at photo resolution, and the predicted area
-    at model resolution."""
+    false positive pixels and defect pixels at photo resolution, and the largest connected
+    predicted region at model resolution (``region``)."""
     truths = truths or TruthMasks(predictions.prepared)
     thresholds = np.asarray(predictions.thresholds, dtype=np.float32)
     n, k = len(predictions.rows), len(thresholds)
-    tp, fp, area = (np.zeros((n, k), np.int64) for _ in range(3))
+    tp, fp, region = (np.zeros((n, k), np.int64) for _ in range(3))
     positives, pixels = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for index, (row, probability) in enumerate(zip(predictions.rows, predictions.probabilities)):
         probability = probability.astype(np.float32)
-        area[index] = _counts_at(probability, thresholds)
+        top = probability.max() if probability.size else 0.0
+        region[index] = [largest_region(probability >= t) if t <= top else 0 for t in thresholds]
         truth = truths(row["stem"])
         full = resize_probability(probability, truth.shape[::-1])
         tp[index] = _counts_at(full[truth], thresholds)
         fp[index] = _counts_at(full[~truth], thresholds)
         positives[index], pixels[index] = truth.sum(), truth.size
-    predictions.stats = {"tp": tp, "fp": fp, "area": area, "positives": positives, "pixels": pixels}
+    predictions.stats = {"tp": tp, "fp": fp, "region": region, "positives": positives, "pixels": pixels}
     return predictions
 
 
@@ -150,23 +154,27 @@ def threshold_index(predictions: SplitPredictions, threshold: float) -> int:
 
 
 def scores(predictions: SplitPredictions, threshold: float, min_area: int,
-           tolerance: int = 2) -> dict:
-    """Every score of the course for one split at one operating point, at photo resolution."""
+           mask_threshold: float | None = None, tolerance: int = 2, truths=None) -> dict:
+    """Every score of the course for one split, at photo resolution: pixel scores of the mask
+    at ``mask_threshold`` (default: ``threshold``), the pass/fail call from one region of at
+    least ``min_area`` pixels at ``threshold``."""
+    truths = truths or TruthMasks(predictions.prepared)
     if not predictions.stats:
-        sweep(predictions)
-    k = threshold_index(predictions, threshold)
+        sweep(predictions, truths)
+    mask_threshold = threshold if mask_threshold is None else mask_threshold
+    k = threshold_index(predictions, mask_threshold)
+    decide = threshold_index(predictions, threshold)
     s = predictions.stats
     curve = pixel_curve(predictions)
     tp, fp = s["tp"][:, k], s["fp"][:, k]
     fn = s["positives"] - tp
     dice_per_image = safe_ratio(2 * tp, 2 * tp + fp + fn)
     iou_per_image = safe_ratio(tp, tp + fp + fn)
-    called = s["area"][:, k] >= max(1, int(min_area))
-    truths = TruthMasks(predictions.prepared)
+    called = s["region"][:, decide] >= max(1, int(min_area))
     pooled = {"hits": 0, "predicted": 0, "found": 0, "true": 0}
     for row, probability in zip(predictions.rows, predictions.probabilities):
         truth = truths(row["stem"])
-        predicted = resize_probability(probability.astype(np.float32), truth.shape[::-1]) >= threshold
+        predicted = resize_probability(probability.astype(np.float32), truth.shape[::-1]) >= mask_threshold
         for key, value in tolerance_counts(truth, predicted, tolerance).items():
             pooled[key] += value
     return {
@@ -175,8 +183,8 @@ def scores(predictions: SplitPredictions, threshold: float, min_area: int,
         **tolerance_from_counts(pooled),
         **detection_rates(predictions.is_defective, called),
         "auroc": auroc(predictions.is_defective, predictions.image_scores),
-        "threshold": float(threshold), "min_area": int(min_area), "images": len(predictions.rows),
-        "scored_at": "photo resolution",
+        "mask_threshold": float(mask_threshold), "threshold": float(threshold),
+        "min_area": int(min_area), "images": len(predictions.rows), "scored_at": "photo resolution",
     }
 
 

@@ -7,9 +7,10 @@ Pure NumPy functions on boolean masks of shape (N, H, W) (or (N, H, W, 1)):
 - 2-class mean IoU (defect and background), comparable with seed 002's 0.660;
 - tolerance F1 for thin defects: a predicted pixel within ``tolerance`` px of a true defect
   pixel counts as correct, and a true pixel within ``tolerance`` px of a prediction as found;
-- the image-level decision the plant acts on: a part is defective when its predicted defect
-  area (pixels above ``threshold``) is at least ``min_area``; detection rate on defective
-  parts, false-alarm rate on good parts, and AUROC of a per-image score.
+- the image-level decision the plant acts on: a part is defective when one connected
+  region of pixels above ``threshold`` covers at least ``min_area`` pixels (a scratch is one
+  region; dust specks scattered over a good part do not add up); detection rate on
+  defective parts, false-alarm rate on good parts, and AUROC of a per-image score.
 
 Rule for images whose true and predicted masks are both empty (a good part called good):
 per-image Dice and IoU are 1 (a perfect answer); dataset-level scores only pool pixels,
@@ -19,6 +20,9 @@ and recall with no true pixel as 1 (nothing was wrong / nothing was missed).
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+
+EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 
 def _bool(masks) -> np.ndarray:
@@ -110,9 +114,24 @@ def _probabilities(probabilities) -> np.ndarray:
     return probabilities
 
 
+def largest_region(mask) -> int:
+    """Pixels in the largest 8-connected region of a 2-D mask (0 when it is empty)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return 0
+    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
+    return int(np.bincount(labels.ravel())[1:].max())
+
+
+def largest_regions(probabilities, threshold: float = 0.5) -> np.ndarray:
+    """Per image, the largest connected region of pixels at or above ``threshold``."""
+    return np.array([largest_region(p >= threshold) for p in _probabilities(probabilities)], np.int64)
+
+
 def image_decisions(probabilities, threshold: float = 0.5, min_area: int = 1) -> np.ndarray:
-    """True where a part is called defective: at least ``min_area`` pixels >= threshold."""
-    return predicted_areas(probabilities, threshold) >= max(1, int(min_area))
+    """True where a part is called defective: one connected region of at least ``min_area``
+    pixels >= threshold."""
+    return largest_regions(probabilities, threshold) >= max(1, int(min_area))
 
 
 def detection_rates(is_defective, called_defective) -> dict:

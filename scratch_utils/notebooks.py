@@ -85,6 +85,24 @@ def execute(path: Path, profile: str, timeout: int = 3600):
     return nb
 
 
+def cell_seconds(nb) -> list[tuple[int, float, str]]:
+    """(cell index, seconds, first line) per executed code cell, from nbclient's timing metadata."""
+    from datetime import datetime
+
+    timings = []
+    for index, cell in enumerate(nb.cells):
+        execution = cell.get("metadata", {}).get("execution", {})
+        start, end = execution.get("iopub.execute_input"), execution.get("shell.execute_reply")
+        if cell.cell_type != "code" or not (start and end):
+            continue
+        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                   - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        first = next((line for line in cell.source.splitlines() if line.strip()
+                      and not line.startswith("#")), "")
+        timings.append((index, round(seconds, 1), first[:60]))
+    return timings
+
+
 def write(nb, path: Path) -> None:
     import nbformat
 
@@ -101,18 +119,28 @@ def run_all(profile: str = "default", only: list[str] | None = None,
         paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
     if not paths:
         raise FileNotFoundError(f"no notebooks found in {folder}")
-    timings = []
+    timings, cells = [], {}
     for path in paths:
         started = time.perf_counter()
         print(f"running {path.name} ({profile} profile) ...", flush=True)
         nb = execute(path, profile)
+        cells[path.name] = cell_seconds(nb)
         write(nb, path)
         seconds = time.perf_counter() - started
         timings.append((path.name, seconds))
-        print(f"  done in {seconds:.0f} s", flush=True)
+        slowest = sorted(cells[path.name], key=lambda c: -c[1])[:3]
+        print(f"  done in {seconds:.0f} s; slowest cells: "
+              + "; ".join(f"[{i}] {s:.0f} s {line!r}" for i, s, line in slowest), flush=True)
     total = sum(s for _, s in timings)
     print(f"all {len(timings)} notebooks in {total / 60:.1f} min", file=sys.stderr)
     root = repo_root()
+    if profile != "smoke" and root and not only:
+        from .files import atomic_write_json
+        atomic_write_json(root / "results" / "report_timings.json", {
+            "profile": profile, "total_seconds": round(total, 1),
+            "notebooks": [{"notebook": name, "seconds": round(seconds, 1),
+                           "cells": [{"cell": i, "seconds": s, "code": line} for i, s, line in cells[name]]}
+                          for name, seconds in timings]})
     results = (root / "results" / "comparison.json") if root else None
     if profile != "smoke" and results and results.is_file():
         from .compare import read_results, update_readme

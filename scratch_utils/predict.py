@@ -26,6 +26,7 @@ from PIL import Image
 from .data import IMAGE_EXTENSIONS, ItemError, model_input_image, open_photo
 from .files import atomic_write_bytes, atomic_write_text, is_within
 from .geometry import Geometry
+from .metrics import largest_region
 
 STRIDE = 16                 # every model pools four times
 WHOLE_PHOTO_PIXELS = 2**21  # above ~2 MP of model input, predict tile by tile
@@ -46,7 +47,8 @@ def load_run_model(run: str | os.PathLike):
 
 def load_run_config(run: str | os.PathLike) -> dict:
     """The run's config; the operating point ``train`` chose on validation data
-    (``operating_point.json``) sets the threshold and minimum defect area."""
+    (``operating_point.json``) sets the mask threshold and the decision rule (threshold and
+    minimum defect region)."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run} a run folder made by `train`?")
@@ -55,6 +57,9 @@ def load_run_config(run: str | os.PathLike) -> dict:
     if point_file.is_file():
         point = json.loads(point_file.read_text(encoding="utf-8"))
         config["threshold"], config["min_area"] = point["threshold"], point["min_area"]
+        config["mask_threshold"] = point.get("mask_threshold")
+    if config.get("mask_threshold") is None:
+        config["mask_threshold"] = config["threshold"]
     return config
 
 
@@ -113,8 +118,12 @@ def resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.nda
 
 
 class Predictor:
-    """A run's model with its geometry, threshold and minimum area: the same decision for
-    ``predict``, ``evaluate``, the notebooks and the app."""
+    """A run's model with its geometry and operating point: the same mask and the same
+    pass/fail call for ``predict``, ``evaluate``, the notebooks and the app.
+
+    The mask shows pixels at or above ``mask_threshold``; a part is called defective when one
+    connected region at or above ``threshold`` has ``min_area`` pixels (at model resolution).
+    A ``threshold`` given here overrides both thresholds."""
 
     def __init__(self, run: str | os.PathLike, threshold: float | None = None,
                  min_area: int | None = None, model=None):
@@ -123,6 +132,7 @@ class Predictor:
         self.model = model if model is not None else load_run_model(run)
         self.geometry = run_geometry(self.config)
         self.threshold = float(self.config["threshold"] if threshold is None else threshold)
+        self.mask_threshold = float(self.config["mask_threshold"] if threshold is None else threshold)
         self.min_area = int(self.config["min_area"] if min_area is None else min_area)
 
     def open(self, source) -> tuple[Image.Image, Image.Image]:
@@ -156,13 +166,13 @@ class Predictor:
         x, layout = self.model_input(model_photo or photo, (width, height))
         probability = probability_map(self.model, x)
         content = probability[layout.y0:layout.y0 + layout.box_h, layout.x0:layout.x0 + layout.box_w]
-        model_mask = content >= self.threshold
-        area = int(model_mask.sum())
+        model_mask = content >= self.mask_threshold
+        region = largest_region(content >= self.threshold)
         full = resize_probability(content, (width, height))
-        mask = full >= self.threshold
-        return {"probability": full, "mask": mask, "defective": area >= max(1, self.min_area),
+        mask = full >= self.mask_threshold
+        return {"probability": full, "mask": mask, "defective": region >= max(1, self.min_area),
                 "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
-                "model_area_pixels": area, "model_mask": model_mask,
+                "largest_region_pixels": region, "model_mask": model_mask,
                 "scale": (width / layout.box_w, height / layout.box_h)}
 
 

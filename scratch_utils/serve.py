@@ -108,7 +108,8 @@ class MaskService:
                 "defect_area_share": round(result["defect_area_share"], 6),
                 "max_probability": round(result["max_probability"], 4),
                 "boxes": boxes, "width": width, "height": height,
-                "threshold": p.threshold, "min_area": p.min_area,
+                "mask_threshold": p.mask_threshold, "threshold": p.threshold,
+                "min_area": p.min_area, "largest_region_pixels": result["largest_region_pixels"],
                 "model": self.run.name,
                 "mask_png_base64": _png_base64(mask_image(result["mask"])),
                 "overlay_png_base64": _png_base64(overlay_image(photo, result["mask"]))}
@@ -134,7 +135,8 @@ PAGE = """<!doctype html>
 </body></html>"""
 
 RESULT = """<h2 id="verdict" class="{verdict}">{verdict_text}</h2>
-<p>Defect area: {share:.2f}% of the photo; {n_boxes} region(s); threshold {threshold:.2f}, minimum area {min_area} px.</p>
+<p>Defect area: {share:.2f}% of the photo; {n_boxes} region(s) masked at {mask_threshold:.2f}.
+A part is called defective when one region above {threshold:.2f} has {min_area} px or more (at model resolution).</p>
 <div class="pair">
  <figure><img id="photo" alt="uploaded photo" src="data:image/png;base64,{photo}"><figcaption>photo</figcaption></figure>
  <figure><img id="overlay" alt="scratch masked" src="data:image/png;base64,{overlay}"><figcaption>scratch masked</figcaption></figure>
@@ -186,8 +188,8 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
     def healthz():
         p = service.predictor
         return jsonify({"status": "ok", "model": service.run.name,
-                        "geometry": p.geometry.describe(), "threshold": p.threshold,
-                        "min_area": p.min_area})
+                        "geometry": p.geometry.describe(), "mask_threshold": p.mask_threshold,
+                        "threshold": p.threshold, "min_area": p.min_area})
 
     @app.post("/api/v1/mask")
     def api_mask():
@@ -208,8 +210,8 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
                     verdict=answer["verdict"],
                     verdict_text="Defective: scratch found" if answer["defective"] else "Good: no scratch found",
                     share=100 * answer["defect_area_share"], n_boxes=len(answer["boxes"]),
-                    threshold=answer["threshold"], min_area=answer["min_area"],
-                    photo=_png_base64(photos[0]), overlay=answer["overlay_png_base64"])
+                    mask_threshold=answer["mask_threshold"], threshold=answer["threshold"],
+                    min_area=answer["min_area"], photo=_png_base64(photos[0]), overlay=answer["overlay_png_base64"])
             except ValueError as exc:
                 result = f'<p id="error" class="error">{html.escape(str(exc))}</p>'
                 return PAGE.format(model=html.escape(service.run.name), result=result), 400

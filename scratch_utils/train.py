@@ -5,8 +5,8 @@ The model learns on tiles cut from the photos at their working resolution
 is judged the way it will be used: after every epoch, :func:`whole_photo_validation` predicts
 each validation photo whole (:mod:`scratch_utils.predict`, the app's code path) and the
 checkpoint with the lowest whole-photo validation loss is kept (:func:`whole_photo_validation`). At the end ``train``
-chooses the operating point (pixel threshold and minimum defect area) on those validation
-predictions, writes it to the run folder, and scores the test split once, at the photos'
+chooses the operating point (the mask threshold with the best Dice, and the decision rule:
+pixel threshold and minimum defect region for >= 95% caught) on those validation predictions, writes it to the run folder, and scores the test split once, at the photos'
 own resolution.
 
 A run folder holds ``model.keras``, ``config.json``, ``operating_point.json``,
@@ -240,8 +240,8 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
     test = sweep(predict_split(best, prepared, "test"))
     for split, predictions in (("val", validation.best), ("test", test)):
         save_predictions(predictions, staging / "predictions" / f"{split}.npz")
-    metrics = {"val": scores(validation.best, point.threshold, point.min_area),
-               "test": scores(test, point.threshold, point.min_area),
+    metrics = {"val": scores(validation.best, point.threshold, point.min_area, point.mask_threshold),
+               "test": scores(test, point.threshold, point.min_area, point.mask_threshold),
                "operating_point": asdict(point),
                "inference_ms_per_photo": inference_ms(best, prepared)}
     atomic_write_json(staging / "metrics.json", metrics)
@@ -316,13 +316,14 @@ def save_operating_point(run: str | os.PathLike, point) -> Path:
 
 def evaluate_run(run, prepared=None, split="test", threshold: float | None = None) -> dict:
     """Scores of a run on a split, at the photos' own resolution, at the run's operating
-    point (or ``threshold``)."""
+    point (or one pixel ``threshold`` for both the mask and the decision)."""
     from .evaluation import predict_split, scores, sweep
     config = load_run_config(run)
     prepared = Path(prepared or config["prepared"])
     predictions = sweep(predict_split(load_run_model(run), prepared, split))
-    return scores(predictions, config["threshold"] if threshold is None else threshold,
-                  config["min_area"])
+    if threshold is not None:
+        return scores(predictions, threshold, config["min_area"], threshold)
+    return scores(predictions, config["threshold"], config["min_area"], config["mask_threshold"])
 
 
 def inference_ms(model, prepared: Path, repeats: int = 3) -> float:

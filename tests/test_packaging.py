@@ -79,6 +79,17 @@ def test_notebook_normalisation_drops_run_noise_and_keeps_results():
     nbformat.validate(nb)
 
 
+def test_report_times_each_cell_from_execution_metadata():
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    from scratch_utils.notebooks import cell_seconds
+    timed = new_code_cell("# a comment\nruns = train()", metadata={"execution": {
+        "iopub.execute_input": "2026-11-23T12:00:00.500000Z",
+        "shell.execute_reply": "2026-11-23T12:03:30.000000Z"}})
+    nb = new_notebook(cells=[new_markdown_cell("text"), timed, new_code_cell("x")])
+    assert cell_seconds(nb) == [(1, 209.5, "runs = train()")]
+
+
 def test_outputs_are_written_with_normal_permissions(tmp_path):
     import os
     import stat

@@ -166,7 +166,7 @@ def test_cli_train_evaluate_predict(prepared, tmp_path):
     trained = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke",
                   "--base-filters", "4", "--epochs", "1")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "operating point (chosen on validation)" in trained.stdout and "dice" in trained.stdout
+    assert "chosen on validation: mask threshold" in trained.stdout and "dice" in trained.stdout
     evaluated = cli("evaluate", "--model", str(tmp_path / "r"), "--split", "val")
     assert evaluated.returncode == 0 and "detection_rate" in json.loads(evaluated.stdout)
     again = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke")
@@ -185,11 +185,46 @@ def test_operating_point_in_the_run_drives_predictions(run):
     from scratch_utils.predict import load_run_config
     from scratch_utils.train import save_operating_point
     chosen = (run / "operating_point.json").read_bytes()
-    save_operating_point(run, OperatingPoint(0.35, 6, 0.96, 0.1, True))
+    save_operating_point(run, OperatingPoint(0.35, 6, 0.96, 0.1, True, mask_threshold=0.6))
     try:
         config = load_run_config(run)
-        assert (config["threshold"], config["min_area"]) == (0.35, 6)
+        assert (config["threshold"], config["min_area"], config["mask_threshold"]) == (0.35, 6, 0.6)
         predictor = Predictor(run)
-        assert (predictor.threshold, predictor.min_area) == (0.35, 6)
+        assert (predictor.threshold, predictor.min_area, predictor.mask_threshold) == (0.35, 6, 0.6)
+        overridden = Predictor(run, threshold=0.2)
+        assert (overridden.threshold, overridden.mask_threshold) == (0.2, 0.2)
     finally:
         (run / "operating_point.json").write_bytes(chosen)
+
+
+class _FixedMap:
+    """Stands in for a model: returns one probability map whatever the input."""
+
+    def __init__(self, probability):
+        self.probability = probability
+
+    def predict_on_batch(self, batch):
+        height, width = batch.shape[1:3]
+        return self.probability[None, :height, :width, None]
+
+
+def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region(run):
+    from PIL import Image
+    predictor = Predictor(run, model=_FixedMap(np.zeros((1, 1), np.float32)))
+    width, height = 96, 64
+    layout = predictor.geometry.layout(width, height)
+    probability = np.zeros((layout.canvas_h + 16, layout.canvas_w + 16), np.float32)
+    box = probability[layout.y0:layout.y0 + layout.box_h, layout.x0:layout.x0 + layout.box_w]
+    box[2, 2:12] = 0.9                                   # a 10-px scratch, bright
+    box[3, 2:12] = 0.4                                   # its faint halo
+    box[10::4, 20::4] = 0.9                              # scattered specks, 1 px each
+    predictor.model = _FixedMap(probability)
+    predictor.threshold, predictor.mask_threshold = 0.3, 0.5
+    photo = Image.new("RGB", (width, height), (128, 128, 128))
+    predictor.min_area = 20
+    result = predictor.predict_photo(photo)
+    assert result["largest_region_pixels"] == 20          # scratch + halo, specks not added
+    assert result["defective"]
+    assert result["model_mask"][3].sum() == 0 and result["model_mask"][2].sum() == 10
+    predictor.min_area = 21
+    assert not predictor.predict_photo(photo)["defective"]
