@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
+
 
 def _synth(args) -> int:
     from .synthetic import generate
@@ -19,7 +21,7 @@ def _prepare(args) -> int:
     from .data import prepare
     report = prepare(args.source, args.out, fmt=args.format, scale=args.scale,
                      max_side=args.max_side, size=args.size, fit=args.fit, seed=args.seed,
-                     workers=args.workers)
+                     workers=args.workers, max_megapixels=args.max_megapixels)
     counts = report["counts"]
     for entry in report["skipped"]:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
@@ -84,7 +86,8 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from .predict import predict
-    result = predict(args.model, args.input, args.out, threshold=args.threshold)
+    result = predict(args.model, args.input, args.out, threshold=args.threshold,
+                     max_megapixels=args.max_megapixels)
     for entry in result["skipped"]:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
     print(f"predicted {result['predicted']} photos ({result['defective']} defective), "
@@ -95,6 +98,7 @@ def _predict(args) -> int:
 def _serve(args) -> int:
     from .serve import serve
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          max_megapixels=args.max_megapixels, max_wait_s=args.max_wait_s,
           save_uploads=args.save_uploads)
     return 0
 
@@ -103,6 +107,13 @@ def _report(args) -> int:
     from .notebooks import run_all
     run_all(profile=args.profile, only=args.only)
     return 0
+
+
+def _pixel_budget(command, what: str) -> None:
+    command.add_argument("--max-megapixels", dest="max_megapixels", type=float,
+                         default=DEFAULT_MAX_MEGAPIXELS,
+                         help=f"pixel budget per photo, read from its header; {what} "
+                              "(default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --size: stretch to the square (the seeds) or keep the aspect ratio and pad")
     prep.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    _pixel_budget(prep, "photos over it are skipped and named in report.json")
     prep.set_defaults(run=_prepare)
 
     tr = commands.add_parser("train", help="train a model on a prepared folder -> run folder")
@@ -175,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (outside the input folder)")
     pr.add_argument("--threshold", type=float, default=None, help="one pixel threshold for the mask and the decision "
                          "(default: the run's operating point)")
+    _pixel_budget(pr, "photos over it are skipped with the reason")
     pr.set_defaults(run=_predict)
 
     sv = commands.add_parser("serve", help="web app: upload a photo, get the scratch masked")
@@ -182,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=10.0)
+    _pixel_budget(sv, "larger uploads get 413 before any pixel is decoded")
+    sv.add_argument("--max-wait", dest="max_wait_s", type=float, default=DEFAULT_MAX_WAIT_S,
+                    help="seconds a request may queue for the model before it gets 503 with "
+                         "Retry-After (default %(default)s)")
     sv.add_argument("--save-uploads", dest="save_uploads", default=None,
                     help="keep a copy of each upload in this folder (off by default)")
     sv.set_defaults(run=_serve)

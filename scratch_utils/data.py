@@ -26,6 +26,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -37,8 +38,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from . import QUALITY_DEFECTIVE, QUALITY_GOOD
+from .errors import ItemError, PhotoTooLarge  # noqa: F401 - re-exported: data.ItemError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_within
 from .geometry import FITS, Geometry, fit_box, pick_scale  # noqa: F401 - fit_box re-exported
+from .limits import DEFAULT_MAX_MEGAPIXELS, check_pixel_budget
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FORMATS = ("auto", "aihub", "coco", "pairs")
@@ -65,10 +68,6 @@ class PrepareError(Exception):
     """SOURCE cannot be prepared at all (missing, unreadable, empty, nothing valid)."""
 
 
-class ItemError(Exception):
-    """One photo or label is bad: it is skipped with this message, the run goes on."""
-
-
 @dataclass
 class Item:
     """One photo to prepare, with its labels already parsed and checked."""
@@ -89,6 +88,7 @@ class Item:
 class Settings:
     geometry: Geometry = Geometry(scale=0.5)
     min_coverage: float = MIN_COVERAGE
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS   # not in key(): it only skips photos
 
     def key(self) -> str:
         return json.dumps({**self.geometry.as_dict(), "min_coverage": self.min_coverage,
@@ -478,8 +478,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def open_photo(path, geometry: Geometry | None = None,
                declared_size: tuple[int, int] | None = None,
-               exif: str = "label") -> tuple[Image.Image, tuple]:
+               exif: str = "label",
+               max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> tuple[Image.Image, tuple]:
     """Open, check and decode a photo; returns (RGB image, full-resolution (w, h)).
+
+    The header's size is checked against ``max_megapixels`` before anything is decoded
+    (:class:`PhotoTooLarge`); reading EXIF from a PNG decodes it, so that comes after.
 
     With a ``geometry``, JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that still
     covers the model-input box (reduce-on-decode), which is most of preparation's speed.
@@ -488,6 +492,7 @@ def open_photo(path, geometry: Geometry | None = None,
     """
     try:
         image = Image.open(path)
+        check_pixel_budget(image.size, max_megapixels)
         full = image.size
         transpose = False
         orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
@@ -510,7 +515,10 @@ def open_photo(path, geometry: Geometry | None = None,
     except UnidentifiedImageError:
         raise ItemError("cannot read image: not an image file PIL recognises") from None
     except Image.DecompressionBombError as exc:
-        raise ItemError(f"image is too large to open safely: {exc}") from None
+        # Pillow's own guard fires in Image.open for > 2 x MAX_IMAGE_PIXELS, before our check.
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        raise PhotoTooLarge(None, None, max_megapixels,
+                            int(declared.group(1)) if declared else 0) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ItemError(f"cannot read image (corrupt or truncated?): {exc}") from None
 
@@ -560,10 +568,10 @@ def source_rles(item: Item, width: int, height: int) -> list[dict]:
 def _read_mask_file(path: str, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as mask_image:
-            mask_image.load()
-            if mask_image.size != size:
+            if mask_image.size != size:   # from the header, before decoding
                 raise ItemError(f"image is {size[0]}x{size[1]} but its mask "
                                 f"{Path(path).name} is {mask_image.size[0]}x{mask_image.size[1]}")
+            mask_image.load()
             values = np.asarray(to_rgb(mask_image).convert("L"))
     except ItemError:
         raise
@@ -605,7 +613,8 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
     or ``{"error": reason}``. Never raises for a bad item.
     """
     try:
-        photo, (width, height) = open_photo(item.image, settings.geometry, item.declared_size)
+        photo, (width, height) = open_photo(item.image, settings.geometry, item.declared_size,
+                                            max_megapixels=settings.max_megapixels)
         if item.declared_size and tuple(item.declared_size) != (width, height):
             raise ItemError(f"label says {item.declared_size[0]}x{item.declared_size[1]} "
                             f"but the image is {width}x{height}")
@@ -724,7 +733,8 @@ def _unique_stems(items: list[Item], skipped: list[dict]) -> list[Item]:
 def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto",
             scale: float | str | None = "auto", max_side: int | None = None,
             size: int | None = None, fit: str = "stretch", split=(0.8, 0.1, 0.1), seed: int = 0,
-            workers: int | None = None, progress: bool = True) -> dict:
+            workers: int | None = None, progress: bool = True,
+            max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> dict:
     """Prepare SOURCE into OUT (see the module docstring); returns the report dict.
 
     Geometry: by default (``scale="auto"``) photos keep their aspect ratio and are scaled so
@@ -732,8 +742,9 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     fixes the fraction, ``max_side`` caps the longer side; ``size=128`` instead squashes
     every photo into the seeds' square (``fit`` stretch or pad), the course's baseline.
 
-    Raises PrepareError when SOURCE cannot be used at all; bad individual files are
-    skipped and listed in the report with the reason.
+    Raises PrepareError when SOURCE cannot be used at all; bad individual files (and photos
+    over ``max_megapixels``, checked from their headers) are skipped and listed in the report
+    with the reason.
     """
     started = time.perf_counter()
     if fmt not in FORMATS:
@@ -766,7 +777,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
         scale = estimate["scale"]
     geometry = Geometry(scale=None if size else float(scale), max_side=None if size else max_side,
                         size=int(size) if size else None, fit=fit)
-    settings = Settings(geometry=geometry)
+    settings = Settings(geometry=geometry, max_megapixels=max_megapixels)
 
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
@@ -827,6 +838,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
         "source": str(source), "out": str(out.resolve()), "format": detected,
         "settings": geometry.as_dict() | {"min_coverage": settings.min_coverage,
                                           "split": list(split), "seed": seed,
+                                          "max_megapixels": max_megapixels,
                                           "scale_estimate": estimate},
         "counts": {"images_found": len(scan.images), "labels_found": len(scan.jsons),
                    "prepared": prepared, "up_to_date": len(items) - processed,

@@ -26,6 +26,7 @@ from PIL import Image
 from .data import IMAGE_EXTENSIONS, ItemError, model_input_image, open_photo
 from .files import atomic_write_bytes, atomic_write_text, is_within
 from .geometry import Geometry
+from .limits import DEFAULT_MAX_MEGAPIXELS
 from .metrics import largest_region
 
 STRIDE = 16                 # every model pools four times
@@ -123,10 +124,12 @@ class Predictor:
 
     The mask shows pixels at or above ``mask_threshold``; a part is called defective when one
     connected region at or above ``threshold`` has ``min_area`` pixels (at model resolution).
-    A ``threshold`` given here overrides both thresholds."""
+    A ``threshold`` given here overrides both thresholds. Photos over ``max_megapixels``
+    (read from the header) are refused before decoding."""
 
     def __init__(self, run: str | os.PathLike, threshold: float | None = None,
-                 min_area: int | None = None, model=None):
+                 min_area: int | None = None, model=None,
+                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
         self.run = Path(run)
         self.config = load_run_config(run)
         self.model = model if model is not None else load_run_model(run)
@@ -134,19 +137,23 @@ class Predictor:
         self.threshold = float(self.config["threshold"] if threshold is None else threshold)
         self.mask_threshold = float(self.config["mask_threshold"] if threshold is None else threshold)
         self.min_area = int(self.config["min_area"] if min_area is None else min_area)
+        self.max_megapixels = max_megapixels
 
     def open(self, source) -> tuple[Image.Image, Image.Image]:
         """(photo as people see it, the same photo decoded the way preparation decodes it).
 
         ``source`` is a path or the bytes of an upload. EXIF orientation is applied, so the
         mask matches the displayed photo. Preparation decodes JPEGs at a reduced scale
-        (reduce-on-decode); the model sees those same pixels here. Bad input: ``ItemError``.
+        (reduce-on-decode); the model sees those same pixels here. Bad input: ``ItemError``
+        (``PhotoTooLarge`` over the pixel budget, before anything is decoded).
         """
         def fresh():
             return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
 
-        model_photo, full = open_photo(fresh(), self.geometry, exif="always")
-        photo = model_photo if model_photo.size == tuple(full) else open_photo(fresh(), exif="always")[0]
+        model_photo, full = open_photo(fresh(), self.geometry, exif="always",
+                                       max_megapixels=self.max_megapixels)
+        photo = (model_photo if model_photo.size == tuple(full)
+                 else open_photo(fresh(), exif="always", max_megapixels=self.max_megapixels)[0])
         return photo, model_photo
 
     def model_input(self, photo: Image.Image, full_size: tuple[int, int] | None = None
@@ -188,8 +195,10 @@ def _inputs(path: Path) -> list[Path]:
 PREDICTION_FIELDS = ["stem", "source", "defective", "defect_area_share", "max_probability"]
 
 
-def predict(run, inputs, out, threshold: float | None = None, progress: bool = True) -> dict:
-    """Masks (0/255, the photo's own size), overlays and ``predictions.csv`` for photos."""
+def predict(run, inputs, out, threshold: float | None = None, progress: bool = True,
+            max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> dict:
+    """Masks (0/255, the photo's own size), overlays and ``predictions.csv`` for photos;
+    unreadable photos and photos over ``max_megapixels`` are skipped with the reason."""
     from tqdm.auto import tqdm
 
     from .report import mask_image, overlay_image, png_bytes
@@ -198,7 +207,7 @@ def predict(run, inputs, out, threshold: float | None = None, progress: bool = T
     if is_within(out, source_dir):
         raise ValueError(f"the output folder {out} is inside the input folder {source_dir}; "
                          f"choose a folder outside it (inputs are never written to)")
-    predictor = Predictor(run, threshold)
+    predictor = Predictor(run, threshold, max_megapixels=max_megapixels)
     paths = _inputs(inputs)
     rows, skipped = [], []
     for path in tqdm(paths, desc="predicting", unit="img", disable=not progress or len(paths) < 20):

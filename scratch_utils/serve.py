@@ -12,26 +12,39 @@ agree on every photo.
 - ``GET /healthz``: liveness and the operating point.
 
 Safe by default: no debug mode, no secrets, an upload size limit, JSON errors (400 for a
-missing or unreadable upload, 413 for an oversize one), uploads kept in memory and never
-written to disk unless ``save_uploads`` names a folder, the model loaded once in safe mode.
+missing or unreadable upload, 413 for an upload over the size limit or a photo over the
+pixel budget, read from its header before any pixel is decoded), uploads kept in memory and
+never written to disk unless ``save_uploads`` names a folder, the model loaded once in safe
+mode.
+
+Responsive under load: one inference runs at a time (the CPU is the bottleneck), and a
+request that would queue longer than ``max_wait_s`` for it gets 503 with ``Retry-After``
+at once instead of piling up; ``/healthz`` never waits for the model.
 """
 from __future__ import annotations
 
 import base64
 import html
 import io
+import math
 import threading
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from flask import Flask, Request, jsonify, request
 from PIL import Image
 
-from .data import ItemError
+from scipy import ndimage
+
+from .errors import ItemError, PhotoTooLarge
 from .files import atomic_write_bytes
-from .report import mask_image, overlay_image, png_bytes
+from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
+from .metrics import EIGHT_NEIGHBOURS
 from .predict import Predictor
+from .report import mask_image, overlay_image, png_bytes
 
 UPLOAD_FIELD = "file"
 DEFAULT_MAX_UPLOAD_MB = 10
@@ -49,57 +62,93 @@ class InMemoryRequest(Request):
 def defect_boxes(mask: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0) -> list[list[int]]:
     """Bounding boxes ``[x, y, width, height]`` of the 8-connected regions of a mask,
     scaled from mask pixels to photo pixels, largest first."""
-    mask = np.asarray(mask, bool)
-    seen = np.zeros_like(mask)
-    height, width = mask.shape
+    labels, count = ndimage.label(np.asarray(mask, bool), structure=EIGHT_NEIGHBOURS)
+    if not count:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
     boxes = []
-    for y0, x0 in zip(*np.nonzero(mask)):
-        if seen[y0, x0]:
-            continue
-        stack, xs, ys = [(y0, x0)], [], []
-        seen[y0, x0] = True
-        while stack:
-            y, x = stack.pop()
-            xs.append(x)
-            ys.append(y)
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    ny, nx = y + dy, x + dx
-                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-        left, top = min(xs) * scale_x, min(ys) * scale_y
-        right, bottom = (max(xs) + 1) * scale_x, (max(ys) + 1) * scale_y
-        boxes.append([int(left), int(top), int(np.ceil(right - left)), int(np.ceil(bottom - top)),
-                      len(xs)])
-    boxes.sort(key=lambda b: -b[4])
-    return [b[:4] for b in boxes]
+    for size, (rows, cols) in zip(sizes, ndimage.find_objects(labels)):
+        left, top = cols.start * scale_x, rows.start * scale_y
+        right, bottom = cols.stop * scale_x, rows.stop * scale_y
+        boxes.append((int(size), [int(left), int(top), int(np.ceil(right - left)),
+                                  int(np.ceil(bottom - top))]))
+    boxes.sort(key=lambda b: -b[0])   # stable: equal sizes keep reading order
+    return [box for _, box in boxes]
 
 
 def _png_base64(image: Image.Image) -> str:
     return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-class MaskService:
-    """The predictor plus the response format; one instance per app, shared by threads."""
+class ServiceBusy(Exception):
+    """The model's queue is longer than the wait budget: answer 503 with Retry-After."""
 
-    def __init__(self, run, threshold=None, min_area=None):
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MaskService:
+    """The predictor plus the response format; one instance per app, shared by threads.
+
+    Admission control: each request in flight is expected to cost one inference (a moving
+    average of the measured ones); a request that would wait longer than ``max_wait_s`` is
+    refused before its photo is decoded, so a burst costs neither memory nor CPU."""
+
+    def __init__(self, run, threshold=None, min_area=None,
+                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                 max_wait_s: float = DEFAULT_MAX_WAIT_S):
         self.run = Path(run)
-        self.predictor = Predictor(run, threshold, min_area)
+        self.predictor = Predictor(run, threshold, min_area, max_megapixels=max_megapixels)
         self.lock = threading.Lock()  # one inference at a time: the CPU is the bottleneck anyway
+        self.max_wait_s = float(max_wait_s)
+        self._state = threading.Lock()
+        self.in_flight = 0
+        self.seconds_per_photo = 0.0  # moving average of inference time; 0 until measured
+
+    def _busy(self, expected_wait: float) -> ServiceBusy:
+        return ServiceBusy(f"the model is busy: about {expected_wait:.1f} s of photos are queued, "
+                           f"over the {self.max_wait_s:g} s wait limit; retry later",
+                           max(1, math.ceil(expected_wait)))
+
+    @contextmanager
+    def admitted(self):
+        """Count a request in flight, or raise ServiceBusy when its expected wait is too long."""
+        with self._state:
+            expected = self.in_flight * self.seconds_per_photo
+            if expected > self.max_wait_s:
+                raise self._busy(expected)
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self.in_flight -= 1
 
     def read_upload(self, data: bytes) -> tuple[Image.Image, Image.Image]:
-        """(photo, photo as preparation decodes it) from the upload's bytes, in memory."""
+        """(photo, photo as preparation decodes it) from the upload's bytes, in memory.
+        PhotoTooLarge (before decoding) over the pixel budget; ValueError when unreadable."""
         if not data:
             raise ValueError("the uploaded file is empty")
         try:
             return self.predictor.open(data)  # the same decoding and colour handling as preparation
+        except PhotoTooLarge:
+            raise
         except ItemError as exc:
             raise ValueError(f"could not read the upload as an image ({exc})") from None
 
     def analyse(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
-        with self.lock:
+        if not self.lock.acquire(timeout=self.max_wait_s):
+            raise self._busy(self.max_wait_s)
+        try:
+            started = time.perf_counter()
             result = self.predictor.predict_photo(photo, model_photo)
+            seconds = time.perf_counter() - started
+        finally:
+            self.lock.release()
+        with self._state:
+            self.seconds_per_photo = (seconds if not self.seconds_per_photo
+                                      else 0.8 * self.seconds_per_photo + 0.2 * seconds)
         width, height = photo.size
         p = self.predictor
         boxes = defect_boxes(result["model_mask"], *result["scale"])
@@ -145,18 +194,30 @@ A part is called defective when one region above {threshold:.2f} has {min_area} 
 
 def create_app(run, threshold: float | None = None, min_area: int | None = None,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+               max_wait_s: float = DEFAULT_MAX_WAIT_S,
                save_uploads: str | Path | None = None) -> Flask:
     """The Flask app for one run folder; the model is loaded here, once."""
-    service = MaskService(run, threshold, min_area)
+    service = MaskService(run, threshold, min_area, max_megapixels, max_wait_s)
     app = Flask(__name__)
+    app.extensions["mask_service"] = service
     app.request_class = InMemoryRequest
     app.config.update(MAX_CONTENT_LENGTH=int(max_upload_mb * 1024 * 1024), DEBUG=False,
                       TESTING=False, PROPAGATE_EXCEPTIONS=False)
     upload_dir = Path(save_uploads) if save_uploads else None
 
-    def error(status: int, message: str):
-        response = jsonify({"error": message})
+    def error(status: int, message: str, **details):
+        response = jsonify({"error": message, **details})
         response.status_code = status
+        return response
+
+    def refused(exc: Exception):
+        """The JSON answer to an upload the app will not analyse: 413 or 503."""
+        if isinstance(exc, PhotoTooLarge):
+            return error(413, str(exc), width=exc.width, height=exc.height,
+                         megapixels=round(exc.pixels / 1e6, 1), max_megapixels=exc.max_megapixels)
+        response = error(503, str(exc), retry_after_s=exc.retry_after)
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     def upload_bytes() -> bytes:
@@ -189,32 +250,45 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
         p = service.predictor
         return jsonify({"status": "ok", "model": service.run.name,
                         "geometry": p.geometry.describe(), "mask_threshold": p.mask_threshold,
-                        "threshold": p.threshold, "min_area": p.min_area})
+                        "threshold": p.threshold, "min_area": p.min_area,
+                        "max_megapixels": p.max_megapixels, "max_wait_s": service.max_wait_s,
+                        "in_flight": service.in_flight})
 
     @app.post("/api/v1/mask")
     def api_mask():
         try:
-            photos = service.read_upload(upload_bytes())
+            data = upload_bytes()
+            with service.admitted():
+                return jsonify(service.analyse(*service.read_upload(data)))
         except ValueError as exc:
             return error(400, str(exc))
-        return jsonify(service.analyse(*photos))
+        except (PhotoTooLarge, ServiceBusy) as exc:
+            return refused(exc)
 
     @app.route("/", methods=["GET", "POST"])
     def page():
         result = ""
         if request.method == "POST":
             try:
-                photos = service.read_upload(upload_bytes())
-                answer = service.analyse(*photos)
+                data = upload_bytes()
+                with service.admitted():
+                    photos = service.read_upload(data)
+                    answer = service.analyse(*photos)
                 result = RESULT.format(
                     verdict=answer["verdict"],
                     verdict_text="Defective: scratch found" if answer["defective"] else "Good: no scratch found",
                     share=100 * answer["defect_area_share"], n_boxes=len(answer["boxes"]),
                     mask_threshold=answer["mask_threshold"], threshold=answer["threshold"],
                     min_area=answer["min_area"], photo=_png_base64(photos[0]), overlay=answer["overlay_png_base64"])
-            except ValueError as exc:
+            except (ValueError, PhotoTooLarge, ServiceBusy) as exc:
+                status = (400 if isinstance(exc, ValueError)
+                          else 413 if isinstance(exc, PhotoTooLarge) else 503)
                 result = f'<p id="error" class="error">{html.escape(str(exc))}</p>'
-                return PAGE.format(model=html.escape(service.run.name), result=result), 400
+                page_response = app.make_response(
+                    (PAGE.format(model=html.escape(service.run.name), result=result), status))
+                if isinstance(exc, ServiceBusy):
+                    page_response.headers["Retry-After"] = str(exc.retry_after)
+                return page_response
         return PAGE.format(model=html.escape(service.run.name), result=result)
 
     return app

@@ -20,6 +20,8 @@ pytest.importorskip("flask")
 pytest.importorskip("keras")
 
 from scratch_utils.compare import OperatingPoint  # noqa: E402
+from scratch_utils.errors import PhotoTooLarge  # noqa: E402
+from scratch_utils.limits import flat_png_bytes  # noqa: E402
 from scratch_utils.serve import create_app, defect_boxes  # noqa: E402
 from scratch_utils.predict import Predictor  # noqa: E402
 from scratch_utils.train import save_operating_point  # noqa: E402
@@ -127,6 +129,107 @@ def test_uploads_never_touch_the_disk(run, photos, tmp_path, monkeypatch):
     assert len(list(saved.iterdir())) == 1, "--save-uploads keeps a copy when asked"
 
 
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A 15000x10000 PNG of one grey value: a ~165 KB upload, far under the size limit."""
+    return flat_png_bytes(15000, 10000)
+
+
+def test_pixel_budget_is_read_from_the_header_without_decoding(bomb, monkeypatch):
+    import tracemalloc
+
+    from PIL import ImageFile
+
+    from scratch_utils.data import open_photo
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PhotoTooLarge, match=r"15000x10000 \(150.0 MP\), over the 40 MP limit"):
+            open_photo(io.BytesIO(bomb), exif="always")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"{peak / 1e6:.1f} MB allocated to refuse a photo"
+    monkeypatch.undo()
+    photo, size = open_photo(io.BytesIO(flat_png_bytes(300, 200)), max_megapixels=0.1)
+    assert size == (300, 200) and photo.mode == "RGB"
+    with pytest.raises(PhotoTooLarge):
+        open_photo(io.BytesIO(flat_png_bytes(400, 300)), max_megapixels=0.1)
+    # Without our budget, Pillow's own guard still refuses, as the same error (413 in the app).
+    with pytest.raises(PhotoTooLarge, match=r"\(150.0 MP\), over what Pillow opens safely"):
+        import PIL.Image
+        monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 50_000_000)
+        open_photo(io.BytesIO(bomb), max_megapixels=None)
+
+
+def test_photo_over_the_pixel_budget_is_a_413_naming_size_and_limit(client, bomb):
+    started = time.perf_counter()
+    response = post(client, bomb, name="flat.png")
+    assert time.perf_counter() - started < 2, "refused from the header, not after decoding"
+    assert response.status_code == 413
+    body = response.get_json()
+    assert (body["width"], body["height"], body["max_megapixels"]) == (15000, 10000, 40.0)
+    assert "over the 40 MP limit" in body["error"]
+    page = client.post("/", data={"file": (io.BytesIO(bomb), "flat.png")},
+                       content_type="multipart/form-data")
+    assert page.status_code == 413 and "40 MP limit" in page.data.decode()
+
+
+def test_predict_and_prepare_skip_a_photo_over_the_budget_with_the_reason(run, bomb, tmp_path):
+    from conftest import defect, write_aihub_label, write_photo
+
+    from scratch_utils.data import prepare
+    from scratch_utils.predict import predict
+    inputs = tmp_path / "in"
+    write_photo(inputs / "ok.jpg", 160, 96)
+    (inputs / "huge.png").write_bytes(bomb)
+    result = predict(run, inputs, tmp_path / "out", progress=False)
+    assert result["predicted"] == 1
+    assert [Path(s["file"]).name for s in result["skipped"]] == ["huge.png"]
+    assert "over the 40 MP limit" in result["skipped"][0]["reason"]
+    source = tmp_path / "source"
+    for k in range(3):
+        write_photo(source / "images" / f"p{k}.jpg", 160, 96)
+        write_aihub_label(source / "labels" / f"p{k}.json", f"p{k}.jpg", 160, 96,
+                          [defect([10, 10, 90, 12, 90, 16, 10, 14])])
+    (source / "images" / "huge.png").write_bytes(bomb)
+    write_aihub_label(source / "labels" / "huge.json", "huge.png", 15000, 10000,
+                      [defect([10, 10, 90, 12, 90, 16, 10, 14])])
+    report = prepare(source, tmp_path / "prepared", scale=0.5, progress=False)
+    assert report["counts"]["prepared"] == 3 and report["settings"]["max_megapixels"] == 40.0
+    (skipped,) = [s for s in report["skipped"] if "huge" in s["file"]]
+    assert "15000x10000" in skipped["reason"] and "40 MP limit" in skipped["reason"]
+
+
+def test_a_queue_longer_than_the_wait_budget_gets_503_and_healthz_still_answers(run, photos):
+    app = create_app(run, max_wait_s=0.3)
+    service, client = app.extensions["mask_service"], app.test_client()
+    service.lock.acquire()                      # an inference in progress
+    try:
+        assert client.get("/healthz").status_code == 200, "healthz never waits for the model"
+        started = time.perf_counter()
+        response = post(client, photos["good"])
+        assert response.status_code == 503 and 0.3 <= time.perf_counter() - started < 5
+        assert response.headers["Retry-After"] == "1" and "wait limit" in response.get_json()["error"]
+    finally:
+        service.lock.release()
+    service.seconds_per_photo, service.in_flight = 2.0, 3    # three photos of 2 s queued
+    try:
+        started = time.perf_counter()
+        response = post(client, photos["good"])
+        assert response.status_code == 503 and time.perf_counter() - started < 0.3, "refused at once"
+        assert response.headers["Retry-After"] == "6"
+        page = client.post("/", data={"file": (io.BytesIO(photos["good"]), "p.jpg")},
+                           content_type="multipart/form-data")
+        assert page.status_code == 503 and page.headers["Retry-After"] == "6"
+    finally:
+        service.in_flight = 0
+    assert post(client, photos["good"]).status_code == 200
+
+
 def test_upload_page_shows_photo_verdict_and_overlay(client, photos):
     assert b'type="file" name="file"' in client.get("/").data
     page = client.post("/", data={"file": (io.BytesIO(photos["defective"]), "p.jpg")},
@@ -164,29 +267,44 @@ def server(run):
     httpd.shutdown()
 
 
-def test_load_500_requests_from_8_clients_lose_nothing(server, photos):
-    """Bounded: 500 requests on 127.0.0.1, 8 at a time, each with a 10 s timeout."""
-    import urllib.request
-    body, boundary = photos["defective"], "scratchboundary"
-    payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n"
-               f"Content-Type: image/jpeg\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+def multipart(body: bytes, name: str = "p.jpg", boundary: str = "scratchboundary") -> tuple[bytes, str]:
+    payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+               f"Content-Type: application/octet-stream\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    return payload, f"multipart/form-data; boundary={boundary}"
 
-    def one(_):
+
+def test_mixed_load_good_requests_all_answered_bad_ones_refused(server, photos, bomb):
+    """Bounded: 300 requests on 127.0.0.1, 8 at a time, 10 s timeout each; 1 in 10 is a
+    pixel bomb or a corrupt file. Every good one gets its verdict, every bad one its 4xx."""
+    import urllib.error
+    import urllib.request
+    uploads = {"good": multipart(photos["defective"]), "bomb": multipart(bomb, "flat.png"),
+               "corrupt": multipart(photos["defective"][:2000], "cut.jpg")}
+    kinds = ["bomb" if k % 20 == 9 else "corrupt" if k % 20 == 19 else "good" for k in range(300)]
+
+    def one(kind):
+        payload, content_type = uploads[kind]
         started = time.perf_counter()
         req = urllib.request.Request(f"{server}/api/v1/mask", data=payload, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        with urllib.request.urlopen(req, timeout=10) as response:
-            ok = response.status == 200 and "verdict" in json.loads(response.read())
-        return ok, time.perf_counter() - started
+                                     headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                status, body = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, json.loads(exc.read())
+        return kind, status, body, time.perf_counter() - started
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(one, range(500)))
+        results = list(pool.map(one, kinds))
     seconds = time.perf_counter() - started
-    latencies = np.array([latency for _, latency in results]) * 1000
-    assert all(ok for ok, _ in results) and len(results) == 500
-    print(f"\n500 requests, 8 clients: {500 / seconds:.0f} req/s, p50 {np.percentile(latencies, 50):.0f} ms, "
-          f"p95 {np.percentile(latencies, 95):.0f} ms")
+    assert len(results) == 300
+    assert all(status == 200 and "verdict" in body for kind, status, body, _ in results if kind == "good")
+    assert all(status == 413 for kind, status, _, _ in results if kind == "bomb")
+    assert all(status == 400 and "error" in body for kind, status, body, _ in results if kind == "corrupt")
+    latencies = np.array([t for kind, _, _, t in results if kind == "good"]) * 1000
+    print(f"\n300 mixed requests, 8 clients: {300 / seconds:.0f} req/s, good p50 "
+          f"{np.percentile(latencies, 50):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms")
 
 
 def chromium() -> tuple[str, str] | None:
@@ -233,14 +351,17 @@ def test_browser_uploads_a_photo_and_sees_the_overlay(server, photos, tmp_path):
 def test_cli_serve_starts_and_answers(run):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "scratch_utils", "serve", "--model", str(run),
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                "--port", str(port), "--max-megapixels", "24", "--max-wait", "5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
         import urllib.request
         for _ in range(120):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    assert json.loads(r.read())["status"] == "ok"
+                    health = json.loads(r.read())
+                    assert health["status"] == "ok"
+                    assert (health["max_megapixels"], health["max_wait_s"]) == (24.0, 5.0)
                     break
             except OSError:
                 time.sleep(0.5)
