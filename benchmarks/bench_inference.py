@@ -10,7 +10,6 @@ mask and verdict). Median of ``--repeats`` after a warm-up. Target: the U-Net un
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
             model.save(run / "model.keras")
             config = {"model": name, "geometry": Geometry(scale=args.scale).as_dict(),
                       "threshold": 0.5, "min_area": 1}
-            (run / "config.json").write_text(json.dumps(config))
+            atomic_write_json(run / "config.json", config)
             predictor = Predictor(run)
             predictor.predict_photo(*predictor.open(photo_path))  # warm-up: trace the model
             times = []

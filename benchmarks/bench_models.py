@@ -13,7 +13,6 @@ training images/s, inference ms/image and the ratios (target: within 10%); write
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from scratch_utils import models  # noqa: E402
+from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.train import compile_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -148,12 +148,11 @@ def main() -> None:
               f"{r['ours_inference_ms_per_image']:6.1f} vs {r['plain_inference_ms_per_image']:6.1f} ms/img "
               f"({r['inference_ratio']:.2f}x)", flush=True)
     out = HERE / "results" / "models.json"
-    out.write_text(json.dumps({"benchmark": "models", "size": args.size, "base_filters": f,
-                               "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-                               "models": results,
-                               "target": "ratios within 10% (0.9-1.1)", "cpu_count": os.cpu_count(),
-                               "machine": platform.machine(), "keras": keras.__version__},
-                              indent=1) + "\n")
+    atomic_write_json(out, {"benchmark": "models", "size": args.size, "base_filters": f,
+                            "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                            "models": results,
+                            "target": "ratios within 10% (0.9-1.1)", "cpu_count": os.cpu_count(),
+                            "machine": platform.machine(), "keras": keras.__version__})
     print(f"wrote {out}")
 
 

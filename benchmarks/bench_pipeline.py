@@ -12,7 +12,6 @@ approach, minus its bugs). Reports batches/s and the ratio; writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -27,6 +26,7 @@ from PIL import Image  # noqa: E402
 
 from scratch_utils.augment import JointAugment  # noqa: E402
 from scratch_utils.data import ensure_prepared, load_manifest  # noqa: E402
+from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.pipeline import make_dataset  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"augmented tf.data vs a PyDataset that does not augment: {result['speedup_cold']:.1f}x "
           f"first epoch, {result['speedup_warm']:.1f}x cached (target >= 3x)")
     out = HERE / "results" / "pipeline.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -11,7 +11,6 @@ the ratio. Writes ``benchmarks/results/prepare.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -25,6 +24,7 @@ from pycocotools import mask as mask_utils
 
 from scratch_utils import QUALITY_DEFECTIVE, synthetic
 from scratch_utils.data import prepare, read_json_label
+from scratch_utils.files import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,7 +96,7 @@ def main() -> None:
     print(f"naive sequential loop : {naive_rate:7.1f} images/s ({naive_n} in {naive_s:.1f} s)")
     print(f"speed-up              : {result['speedup']:.2f}x   (targets: >= 150 images/s, >= 3x)")
     out = HERE / "results" / "prepare.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(out, result)
     print(f"wrote {out}")
 
 

@@ -1,7 +1,7 @@
 """Joint image + mask augmentation with Keras 3 preprocessing layers (notebook 02).
 
 Every geometric layer is called on ``{"images": ..., "segmentation_masks": ...}`` so the
-photo and its mask move together; colour layers change the photo only. The seeds' set
+photo and its mask move together; colour layers change the photo only. The earlier projects' set
 (horizontal flip, +-5% shift, hue) is the default; each transform and its strength is a
 field of :class:`AugmentConfig`.
 
@@ -21,7 +21,7 @@ import keras
 class AugmentConfig:
     horizontal_flip: bool = True   # scratches have no preferred direction
     vertical_flip: bool = False
-    shift: float = 0.05            # fraction of height/width (the seeds' translate)
+    shift: float = 0.05            # fraction of height/width (the earlier projects' translate)
     rotation: float = 0.0          # fraction of a full turn: 0.03 is about +-11 degrees
     zoom: float = 0.0              # fraction: 0.1 zooms in or out by up to 10%
     hue: float = 0.05              # Keras RandomHue factor (0: none, 1: strongest)
@@ -32,7 +32,7 @@ class AugmentConfig:
 
     @classmethod
     def seeds(cls) -> "AugmentConfig":
-        """What the seeds used: flip, +-5% shift, hue."""
+        """What the earlier projects used: flip, +-5% shift, hue."""
         return cls()
 
     @classmethod

@@ -103,6 +103,14 @@ def _serve(args) -> int:
     return 0
 
 
+def _links(args) -> int:
+    from .notebooks import repository_url, sync_links
+    changed = sync_links()
+    print(f"repository {repository_url()}: "
+          + (f"rewrote {', '.join(p.name for p in changed)}" if changed else "every link already in sync"))
+    return 0
+
+
 def _report(args) -> int:
     from .notebooks import run_all
     run_all(profile=args.profile, only=args.only)
@@ -140,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--max-side", dest="max_side", type=int, default=None,
                       help="cap on the longer side after scaling, in pixels")
     prep.add_argument("--size", type=int, default=None,
-                      help="instead of scaling, squash into a SIZE x SIZE square (the seeds: 128)")
+                      help="instead of scaling, squash into a SIZE x SIZE square (the earlier projects: 128)")
     prep.add_argument("--fit", default="stretch", choices=["stretch", "pad"],
-                      help="with --size: stretch to the square (the seeds) or keep the aspect ratio and pad")
+                      help="with --size: stretch to the square (the earlier projects) or keep the aspect ratio and pad")
     prep.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     _pixel_budget(prep, "photos over it are skipped and named in report.json")
@@ -202,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--save-uploads", dest="save_uploads", default=None,
                     help="keep a copy of each upload in this folder (off by default)")
     sv.set_defaults(run=_serve)
+
+    links = commands.add_parser("links", help="rewrite the notebooks' install cells and Colab badges "
+                                               "from pyproject's repository address")
+    links.set_defaults(run=_links)
 
     report = commands.add_parser("report", help="run every notebook and keep its rendered outputs")
     report.add_argument("--profile", default="default", choices=["smoke", "default", "full"])

@@ -73,13 +73,22 @@ def choose_operating_point(predictions: SplitPredictions, target: float = TARGET
                           mask_threshold=choose_mask_threshold(predictions))
 
 
-def detection_curve(predictions: SplitPredictions, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(false-alarm rates, detection rates) as ``min_area`` sweeps the grid the operating
-    point is searched on, at the decision ``threshold``."""
-    regions = predictions.stats["region"][:, threshold_index(predictions, threshold)]
-    points = [detection_rates(predictions.is_defective, regions >= level) for level in MIN_AREAS]
-    return (np.array([p["false_alarm_rate"] for p in points]),
-            np.array([p["detection_rate"] for p in points]))
+def detection_curve(predictions: SplitPredictions, min_areas=MIN_AREAS) -> tuple[np.ndarray, np.ndarray]:
+    """(false-alarm rates, detection rates): the best detection rate reachable at each
+    false-alarm rate over the whole grid the operating point is searched on (every pixel
+    threshold x every minimum region), so a chosen point lies on or under the curve."""
+    regions, defective = predictions.stats["region"], predictions.is_defective
+    points = {}
+    for k in range(len(predictions.thresholds)):
+        for level in min_areas:
+            rates = detection_rates(defective, regions[:, k] >= level)
+            fa, dr = rates["false_alarm_rate"], rates["detection_rate"]
+            points[fa] = max(points.get(fa, 0.0), dr)
+    points.setdefault(0.0, 0.0)
+    points.setdefault(1.0, 1.0)
+    false_alarms = np.array(sorted(points))
+    detections = np.maximum.accumulate(np.array([points[fa] for fa in false_alarms]))
+    return false_alarms, detections
 
 
 def precision_recall_curve(predictions: SplitPredictions) -> tuple[np.ndarray, np.ndarray]:
@@ -156,25 +165,31 @@ def read_results(folder: Path) -> list[dict]:
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+README_COLUMNS = {
+    "name": "model", "loss": "loss", "encoder": "encoder", "input": "input", "epochs": "epochs",
+    "params": "params", "train_min": "train min", "infer_ms": "infer ms/photo",
+    "mask_threshold": "mask threshold", "decision": "decision: threshold / min region",
+    "val_point": "val: caught / false alarms", "test_dice": "Dice", "test_iou": "IoU",
+    "test_miou": "mIoU", "test_tolerance_f1": "tol. F1", "test_precision": "precision",
+    "test_recall": "recall", "test_detection_rate": "caught", "test_false_alarm_rate": "false alarms",
+    "test_auroc": "AUROC"}
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The README's results table: costs, then test scores at the validation-chosen point."""
-    header = ("| model | loss | encoder | input | epochs | params | train min | infer ms/photo "
-              "| mask threshold | decision: threshold / min region | val: caught / false alarms "
-              "| Dice | IoU | mIoU | tol. F1 | precision | recall | caught | false alarms | AUROC |")
-    lines = [header, "|" + "---|" * 20]
+    from .report import Table
+    shown = []
     for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['loss']} | {r['encoder_weights'] or '-'} | {r['input']} | {r['epochs']} | "
-            f"{r['parameters'] / 1e6:.2f} M | {r['train_seconds'] / 60:.1f} | "
-            f"{r['inference_ms_per_photo']:.0f} | {r['mask_threshold']:.2f} | "
-            f"{r['threshold']:.2f} / {r['min_area']} px | "
-            f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
-            f"{'' if r['target_met_on_val'] else ' (target missed)'} | "
-            + " | ".join(f"{r['test_' + k]:.3f}" for k in ("dice", "iou", "miou", "tolerance_f1",
-                                                            "precision", "recall"))
-            + f" | {r['test_detection_rate']:.0%} | {r['test_false_alarm_rate']:.0%} | "
-            f"{r['test_auroc']:.3f} |")
-    return "\n".join(lines)
+        shown.append({**r, "encoder": r["encoder_weights"] or "-",
+                      "params": f"{r['parameters'] / 1e6:.2f} M",
+                      "train_min": f"{r['train_seconds'] / 60:.1f}",
+                      "infer_ms": f"{r['inference_ms_per_photo']:.0f}",
+                      "mask_threshold": f"{r['mask_threshold']:.2f}",
+                      "decision": f"{r['threshold']:.2f} / {r['min_area']} px",
+                      "val_point": f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
+                                   + ("" if r["target_met_on_val"] else " (target missed)")})
+    return Table(shown, README_COLUMNS, percent=("test_detection_rate", "test_false_alarm_rate")
+                 ).to_markdown()
 
 
 def update_readme(readme: Path, rows: list[dict]) -> bool:

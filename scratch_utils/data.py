@@ -12,7 +12,7 @@ Introduced in notebook 01. Three source formats share one code path:
 
 Output contract (``DIR``): ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (L, 0/255), both at
 the working geometry (:mod:`scratch_utils.geometry`: a scale of the photo's own resolution by
-default, chosen so the narrowest defect stays a pixel wide; the seeds' square on request),
+default, chosen so the narrowest defect stays a pixel wide; the 128-px square on request),
 ``coco.json`` (defect polygons at source resolution), ``manifest.csv`` and ``report.json``.
 
 Nothing under SOURCE is ever written, moved or deleted; outputs are written atomically;
@@ -606,6 +606,104 @@ def model_input_image(photo: Image.Image, layout) -> Image.Image:
     return canvas
 
 
+def prepared_mask(item: Item, size: tuple[int, int], layout, min_coverage: float = MIN_COVERAGE
+                  ) -> tuple[np.ndarray, float]:
+    """An item's defect mask in its layout's box (bool) and its defect area at source
+    resolution, for any source format: polygons and RLEs via pycocotools, mask files read.
+
+    A prepared pixel is defect when ``min_coverage`` of it is covered; a thin defect keeps
+    every pixel it touches, so no scratch is dropped."""
+    width, height = size
+    box_w, box_h = layout.box_w, layout.box_h
+    if item.mask:
+        full_mask = _read_mask_file(item.mask, (width, height))
+        item.rles = [mask_utils.encode(np.asfortranarray(full_mask))] if full_mask.any() else []
+    rles = source_rles(item, width, height)
+    coverages = [polygon_coverage(polys, width, height, (box_w, box_h)) for polys in item.polygons]
+    coverages += [raster_coverage(mask_utils.decode(rle), (box_w, box_h)) for rle in item.rles]
+    small = np.zeros((box_h, box_w), dtype=bool)
+    for k, (rle, coverage) in enumerate(zip(rles, coverages)):
+        kept = coverage >= min_coverage
+        area_in_pixels = mask_utils.area(rle) * box_w * box_h / (width * height)
+        if not kept.any() or area_in_pixels < 0.5 * np.count_nonzero(coverage):
+            # A thin defect (most scratches): thresholding would break it into dashes.
+            # Keep every pixel it touches, found on a grid fine enough not to miss one
+            # (a raster mask's coverage is already exact).
+            if k < len(item.polygons):
+                coverage = polygon_coverage(item.polygons[k], width, height, (box_w, box_h),
+                                            THIN_SUPERSAMPLE)
+            kept = coverage > 0
+        small |= kept
+    union_area = float(mask_utils.area(mask_utils.merge(rles))) if rles else 0.0
+    return small, union_area
+
+
+def source_mask(item: Item) -> np.ndarray:
+    """An item's defect mask at the photo's own resolution (bool), for any source format."""
+    with Image.open(item.image) as handle:
+        size = handle.size
+    if item.mask:
+        return _read_mask_file(item.mask, size).astype(bool)
+    rles = source_rles(item, *size)
+    if not rles:
+        return np.zeros(size[::-1], dtype=bool)
+    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+def item_quality(item: Item) -> str:
+    """good / defective: the label's word, or for mask folders whether the mask has a defect."""
+    return item.quality or ("defective" if source_mask(item).any() else "good")
+
+
+def narrowest_defect(item: Item) -> float:
+    """Width in pixels of the item's narrowest defect at source resolution (0 for a good part)."""
+    if item.polygons:
+        return min(defect_width(polys) for polys in item.polygons)
+    mask = source_mask(item)
+    return mask_width(mask) if mask.any() else 0.0
+
+
+def label_excerpt(item: Item, source: str | os.PathLike, max_chars: int = 900) -> str:
+    """What the item's label says, as its format writes it, shortened for reading: the AIHub
+    JSON, the COCO image entry with its annotations, or the mask file of a pair."""
+    source = Path(source)
+    if item.mask:
+        mask = source_mask(item)
+        return (f"{item.source_image}: mask {item.label_file}, {mask.shape[1]}x{mask.shape[0]} px, "
+                f"{int(mask.sum())} defect pixels")
+    label = read_json_label(item.label_path)
+    annotations = label.get("annotations", [])
+    if len(label.get("images", [])) > 1 or any("image_id" in a for a in annotations):  # COCO
+        image = next(i for i in label["images"] if Path(str(i.get("file_name", ""))).name
+                     == Path(item.source_image).name)
+        label = {"images": [image], "annotations": [a for a in label.get("annotations", [])
+                                                     if a.get("image_id") == image.get("id")]}
+
+    def shorten(annotation):
+        segmentation = annotation.get("segmentation")
+        if isinstance(segmentation, list) and segmentation:
+            first = segmentation[0] if isinstance(segmentation[0], list) else segmentation
+            segmentation = [round(v, 1) for v in first[:6]] + ["..."]
+        elif isinstance(segmentation, dict):
+            segmentation = {"size": segmentation.get("size"), "counts": "..."}
+        return {**annotation, "segmentation": segmentation}
+
+    shown = {**label, "annotations": [shorten(a) for a in label.get("annotations", [])]}
+    text = json.dumps(shown, ensure_ascii=False, indent=1)
+    return text if len(text) <= max_chars else text[:max_chars] + "\n..."
+
+
+def discover(source: str | os.PathLike, fmt: str = "auto") -> tuple[str, Scan, list[Item], list[dict]]:
+    """(format, scan, parts, skipped files with reasons) of a source folder, read but not
+    prepared: what ``prepare`` reads, for a look before preparing (notebook 01)."""
+    source = Path(source).expanduser().resolve()
+    scan = scan_source(source)
+    detected = detect_format(source, scan) if fmt == "auto" else fmt
+    finder = {"aihub": discover_aihub, "coco": discover_coco, "pairs": discover_pairs}[detected]
+    items, skipped = finder(source, scan)
+    return detected, scan, _unique_stems(items, skipped), skipped
+
+
 def prepare_item(item: Item, settings: Settings, out: str) -> dict:
     """Prepare one photo: write ``images/<stem>.png`` and ``masks/<stem>.png``.
 
@@ -619,33 +717,13 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
             raise ItemError(f"label says {item.declared_size[0]}x{item.declared_size[1]} "
                             f"but the image is {width}x{height}")
         layout = settings.geometry.layout(width, height)
-        box_w, box_h, x0, y0 = layout.box_w, layout.box_h, layout.x0, layout.y0
-        if item.mask:
-            full_mask = _read_mask_file(item.mask, (width, height))
-            item.rles = [mask_utils.encode(np.asfortranarray(full_mask))] if full_mask.any() else []
-        rles = source_rles(item, width, height)
-        coverages = [polygon_coverage(polys, width, height, (box_w, box_h))
-                     for polys in item.polygons]
-        coverages += [raster_coverage(mask_utils.decode(rle), (box_w, box_h)) for rle in item.rles]
-        small = np.zeros((box_h, box_w), dtype=bool)
-        for k, (rle, coverage) in enumerate(zip(rles, coverages)):
-            kept = coverage >= settings.min_coverage
-            area_in_pixels = mask_utils.area(rle) * box_w * box_h / (width * height)
-            if not kept.any() or area_in_pixels < 0.5 * np.count_nonzero(coverage):
-                # A thin defect (most scratches): thresholding would break it into dashes.
-                # Keep every pixel it touches, found on a grid fine enough not to miss one
-                # (a raster mask's coverage is already exact).
-                if k < len(item.polygons):
-                    coverage = polygon_coverage(item.polygons[k], width, height, (box_w, box_h),
-                                                THIN_SUPERSAMPLE)
-                kept = coverage > 0
-            small |= kept
-        union_area = float(mask_utils.area(mask_utils.merge(rles))) if rles else 0.0
+        small, union_area = prepared_mask(item, (width, height), layout, settings.min_coverage)
         quality = item.quality or ("defective" if union_area > 0 else "good")
 
         image_out = model_input_image(photo, layout)
         mask_out = np.zeros((layout.canvas_h, layout.canvas_w), dtype=np.uint8)
-        mask_out[y0:y0 + box_h, x0:x0 + box_w] = small * np.uint8(255)
+        x0, y0 = layout.x0, layout.y0
+        mask_out[y0:y0 + layout.box_h, x0:x0 + layout.box_w] = small * np.uint8(255)
         out_dir = Path(out)
         atomic_write_bytes(out_dir / "images" / f"{item.stem}.png", _encode_png(image_out))
         atomic_write_bytes(out_dir / "masks" / f"{item.stem}.png",
@@ -740,7 +818,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     Geometry: by default (``scale="auto"``) photos keep their aspect ratio and are scaled so
     the narrowest defects stay about a pixel wide (:func:`estimate_scale`); ``scale=0.5``
     fixes the fraction, ``max_side`` caps the longer side; ``size=128`` instead squashes
-    every photo into the seeds' square (``fit`` stretch or pad), the course's baseline.
+    every photo into the 128-px square (``fit`` stretch or pad), the course's baseline.
 
     Raises PrepareError when SOURCE cannot be used at all; bad individual files (and photos
     over ``max_megapixels``, checked from their headers) are skipped and listed in the report
@@ -948,6 +1026,18 @@ def load_manifest(prepared: str | os.PathLike, split: str | None = None) -> list
     return [r for r in rows if split is None or r["split"] == split]
 
 
+def prepared_folder(profile, source: str | os.PathLike | None = None, square: int | None = None) -> Path:
+    """Where a profile's prepared set lives: ``data/<profile>/prepared-scaled`` (or
+    ``prepared-square128``) for the synthetic set, ``prepared-<folder name>-...`` for yours."""
+    from .profiles import get_profile, profile_dir
+
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    tag = f"square{square}" if square else "scaled"
+    if source is None:
+        return profile_dir(profile) / f"prepared-{tag}"
+    return profile_dir(profile) / f"prepared-{Path(source).expanduser().name}-{tag}"
+
+
 def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
                     fmt: str = "auto", progress: bool = True, square: int | None = None) -> Path:
     """The prepared folder every notebook starts from, made if missing or out of date.
@@ -955,22 +1045,19 @@ def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
     With ``source=None`` the profile's synthetic AIHub-format set is generated first
     (``data/<profile>/synthetic``); with a folder of your own it is prepared instead, by
     the same code. The geometry is the automatic working scale, or with ``square=128`` the
-    seeds' squash (the baseline). Returns ``data/<profile>/prepared-scaled`` (or
-    ``prepared-square128``; ``prepared-<folder name>-...`` for your own data).
+    128-px squash (the baseline). Returns :func:`prepared_folder`.
     """
     from . import synthetic
     from .profiles import get_profile, profile_dir
 
     profile = get_profile(profile) if not hasattr(profile, "name") else profile
-    base = profile_dir(profile)
-    tag = f"square{square}" if square else "scaled"
     if source is None:
-        source = base / "synthetic"
+        source = profile_dir(profile) / "synthetic"
         synthetic.generate(source, count=profile.synth_count, seed=0,
                            width=profile.synth_width, height=profile.synth_height,
                            progress=progress)
-        out = base / f"prepared-{tag}"
+        out = prepared_folder(profile, None, square)
     else:
-        out = base / f"prepared-{Path(source).name}-{tag}"
-    prepare(source, out, fmt=fmt, size=square, progress=progress)
+        out = prepared_folder(profile, source, square)
+    prepare(Path(source).expanduser(), out, fmt=fmt, size=square, progress=progress)
     return out

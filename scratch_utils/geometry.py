@@ -5,7 +5,7 @@ Two modes (notebook 01):
 - **scale** (the default): the photo keeps its aspect ratio and is resized by ``scale``
   (a fraction of its own resolution), capped so its longer side is at most ``max_side``.
   A 1280x720 photo at scale 0.5 becomes 640x360: a 2-pixel scratch stays a pixel wide.
-- **square** (the seeds' baseline): the photo is squashed (``fit="stretch"``) or letterboxed
+- **square** (the earlier projects' baseline): the photo is squashed (``fit="stretch"``) or letterboxed
   (``fit="pad"``) into a ``size`` x ``size`` square. At 128 px a 1280x720 photo shrinks 10x
   along its width and a hairline scratch is gone.
 
@@ -36,7 +36,7 @@ class Layout:
 class Geometry:
     scale: float | None = None     # scale mode: fraction of the source resolution
     max_side: int | None = None    # scale mode: cap on the longer side, in pixels
-    size: int | None = None        # square mode: side of the square (the seeds: 128)
+    size: int | None = None        # square mode: side of the square (the earlier projects: 128)
     fit: str = "stretch"           # square mode: stretch or pad
 
     def __post_init__(self):

@@ -4,7 +4,7 @@ Pure NumPy functions on boolean masks of shape (N, H, W) (or (N, H, W, 1)):
 
 - pixel scores of the defect class: Dice, IoU, precision, recall, pooled over the dataset
   (sums of TP/FP/FN over all images) and per image (then averaged);
-- 2-class mean IoU (defect and background), comparable with seed 002's 0.660;
+- 2-class mean IoU (defect and background), comparable with the earlier U-Net course's 0.660;
 - tolerance F1 for thin defects: a predicted pixel within ``tolerance`` px of a true defect
   pixel counts as correct, and a true pixel within ``tolerance`` px of a prediction as found;
 - the image-level decision the plant acts on: a part is defective when one connected

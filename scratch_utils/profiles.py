@@ -1,7 +1,7 @@
 """Run profiles and the folders each one writes to.
 
 ``smoke`` keeps every notebook to seconds (tests), ``default`` is the committed CPU
-run, ``full`` uses the seeds' settings (GPU / Colab). The profile comes from the
+run, ``full`` uses the earlier projects' settings (GPU / Colab). The profile comes from the
 ``SCRATCH_PROFILE`` environment variable so that one notebook serves all three.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Profile:
     synth_width: int
     synth_height: int
     figures_are_published: bool  # write into the repo's figures/ (never for smoke)
-    square_size: int = 128         # the seeds' squash, kept as the comparison's baseline
+    square_size: int = 128         # the 128-px squash, kept as the comparison's baseline
     epochs: int = 12               # training defaults for notebooks 03-05 and `train`
     base_filters: int = 16
     batch_size: int = 8
@@ -61,7 +61,7 @@ PROFILES = {
     "default": Profile("default", synth_count=600, synth_width=1280, synth_height=720,
                        figures_are_published=True, epochs=8, base_filters=8,
                        vgg_epochs=2, vgg_frozen_throughout=True),
-    # The seeds' model sizes for a GPU or Colab: 64 base filters, 30 epochs, 256-px tiles.
+    # The earlier projects' model sizes for a GPU or Colab: 64 base filters, 30 epochs, 256-px tiles.
     "full": Profile("full", synth_count=2000, synth_width=1280, synth_height=720,
                     figures_are_published=True, epochs=30, base_filters=64, learning_rate=1e-3,
                     tile_size=256, tiles_per_epoch=0),

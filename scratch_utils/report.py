@@ -19,14 +19,14 @@ from .profiles import figures_dir, get_profile
 DEFECT_COLOUR = (1.0, 0.1, 0.6)  # magenta: stands out on every paint colour
 
 
-def save_figure(fig, name: str, profile=None, dpi: int = 110) -> Path:
-    """Write ``fig`` as ``<figures dir>/<name>.png`` and return the path."""
+def save_figure(fig, name: str, profile=None, dpi: int = 110) -> None:
+    """Write ``fig`` as ``<figures dir>/<name>.png`` (returns nothing, so a notebook cell
+    ending with it shows the figure, not a path)."""
     profile = get_profile(profile) if not hasattr(profile, "name") else profile
     folder = figures_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    return path
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55,
@@ -155,14 +155,90 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
     return fig
 
 
-def scores_table(rows: dict, keys=("dice", "iou", "miou", "precision", "recall", "tolerance_f1",
-                                   "detection_rate", "false_alarm_rate", "auroc")) -> str:
-    """A fixed-width text table: one row per model/split, one column per score."""
-    header = f"{'':28s}" + "".join(f"{k[:12]:>13s}" for k in keys)
-    lines = [header]
-    for name, scores in rows.items():
-        lines.append(f"{name:28s}" + "".join(f"{scores.get(k, float('nan')):13.3f}" for k in keys))
-    return "\n".join(lines)
+class Table:
+    """The course's one table formatter: rows of dicts shown with full column headers and
+    sensible rounding, as HTML in a notebook, Markdown in the README, aligned text elsewhere.
+
+    ``columns`` maps a row key to its header (default: the keys); values are formatted by
+    type: floats to ``digits`` places, keys in ``percent`` as percentages, ints with
+    thousands separators, missing values as a dash. Strings are shown as they are."""
+
+    def __init__(self, rows, columns: dict | list | None = None, digits: int = 3, percent=()):
+        rows = [dict(row) for row in rows]
+        if isinstance(columns, dict):
+            self.columns = dict(columns)
+        else:
+            keys = columns or list(dict.fromkeys(k for row in rows for k in row))
+            self.columns = {key: key for key in keys}
+        self.rows, self.digits, self.percent = rows, digits, set(percent)
+
+    @classmethod
+    def from_named(cls, named: dict, name_header: str = "", **kwargs) -> "Table":
+        """A table from ``{row name: {key: value}}``; the names become the first column."""
+        columns = kwargs.pop("columns", None)
+        rows = [{"_name": name, **values} for name, values in named.items()]
+        if isinstance(columns, dict):
+            columns = {"_name": name_header, **columns}
+        elif columns is not None:
+            columns = {"_name": name_header, **{key: key for key in columns}}
+        return cls(rows, columns, **kwargs)
+
+    def cell(self, key: str, value) -> str:
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return "–"
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else "no"
+        if key in self.percent and isinstance(value, (int, float, np.number)):
+            return f"{100 * float(value):.0f}%"
+        if isinstance(value, (int, np.integer)):
+            return f"{int(value):,}"
+        if isinstance(value, (float, np.floating)):
+            return f"{float(value):.{self.digits}f}"
+        return str(value)
+
+    def cells(self) -> list[list[str]]:
+        return [[self.cell(key, row.get(key)) for key in self.columns] for row in self.rows]
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns.values()) + " |",
+                 "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in self.cells()]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def _repr_html_(self) -> str:
+        import html
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.columns.values())
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                       for cells in self.cells())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        table = [list(self.columns.values())] + self.cells()
+        widths = [max(len(row[k]) for row in table) for k in range(len(self.columns))]
+        return "\n".join("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                                   for k, (c, w) in enumerate(zip(row, widths))) for row in table)
+
+
+def model_table(model) -> Table:
+    """A model's compact summary, one row per stage (:func:`scratch_utils.models.stage_table`)."""
+    from .models import stage_table
+    return Table(stage_table(model), {"stage": "stage", "layers": "layers",
+                                      "output": "output (height x width x channels)",
+                                      "parameters": "parameters", "trainable": "trainable"})
+
+
+SCORE_HEADERS = {"dice": "Dice", "iou": "IoU", "miou": "mIoU", "tolerance_f1": "tolerance F1",
+                 "precision": "precision", "recall": "recall", "detection_rate": "defective caught",
+                 "false_alarm_rate": "false alarms (good parts)", "auroc": "AUROC"}
+
+
+def scores_table(rows: dict, keys=tuple(SCORE_HEADERS)) -> Table:
+    """One row per model/split, one column per score (pixel scores at photo resolution)."""
+    return Table.from_named(rows, "model / split", columns={k: SCORE_HEADERS.get(k, k) for k in keys},
+                            percent=("detection_rate", "false_alarm_rate"))
 
 
 def plot_comparison_bars(rows: list[dict], split: str = "test",
@@ -176,10 +252,14 @@ def plot_comparison_bars(rows: list[dict], split: str = "test",
         values = [row[f"{split}_{key}"] for key in keys]
         bars = ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=row["name"])
         ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
-    ax.set_xticks(x, [key.replace("_", " ") for key in keys])
+    names = {"tolerance_f1": "tolerance F1", "detection_rate": "defective caught",
+             "false_alarm_rate": "false alarms\n(lower is better)"}
+    ax.set_xticks(x, [names.get(key, key.replace("_", " ")) for key in keys])
     ax.set_ylim(0, 1.15)
-    ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-    ax.text(len(keys) - 0.5, 0.955, "95% target", fontsize=7, color="grey", ha="right")
+    if "detection_rate" in keys:   # the plant's target applies to this score only
+        k = list(keys).index("detection_rate")
+        ax.hlines(0.95, k - 0.45, k + 0.45, color="black", linestyle=":", linewidth=1.2)
+        ax.text(k + 0.45, 0.965, "95% target", fontsize=7, ha="right")
     ax.set_ylabel(f"{split} score")
     ax.set_title(f"Models compared on the {split} split, each at its operating point chosen on validation")
     ax.legend(fontsize=7, ncol=3, frameon=False, loc="upper left")
@@ -204,7 +284,8 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
         ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("false-alarm rate (good parts flagged)")
         ax.set_ylabel("detection rate (defective parts caught)")
-        ax.set_title("Detection vs false alarms, test split\n(dots: operating points chosen on validation)")
+        ax.set_title("Detection vs false alarms, test split: best over every threshold and\n"
+                     "minimum region searched (dots: the rule chosen on validation)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

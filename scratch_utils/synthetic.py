@@ -6,7 +6,7 @@ peel, dust specks, panel gaps and edges) and, on about 60% of parts, one to thre
 defects: thin curved scratches of varying width and contrast, lighter or darker than
 the paint and partly faded, and now and then a larger scuff.
 
-Labels follow the AIHub "car part quality inspection" schema the seeds read: one JSON
+Labels follow the AIHub "car part quality inspection" schema the earlier projects read: one JSON
 per photo, UTF-8 with BOM, ``images[0]`` with file_name/height/width/date_captured and
 ``annotations[]`` with bbox/area/segmentation (one flat polygon)/attributes.quality.
 A good part carries one ``양품`` annotation outlining the inspected panel; a defective

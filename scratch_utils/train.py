@@ -14,10 +14,16 @@ A run folder holds ``model.keras``, ``config.json``, ``operating_point.json``,
 and test probabilities, reused by notebook 05). Runs are trained in a
 hidden sibling folder and renamed when complete, so an interrupted run never leaves a
 half-written run folder or clobbers an old one.
+
+A disconnect loses at most one epoch: the staging folder keeps a backup after every epoch
+(``keras.callbacks.BackupAndRestore``: weights, optimizer state, epoch), and ``train`` run
+again with the same settings on the same data resumes from the last finished epoch, with
+its history, best checkpoint and best validation predictions.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import platform
@@ -66,7 +72,7 @@ class TrainConfig:
 def set_seeds(seed: int, deterministic: bool = False) -> None:
     import keras
 
-    random.seed(seed)          # called, not assigned (seed 000 assigned random.seed = seed)
+    random.seed(seed)          # called, not assigned (the earlier car-paint project assigned random.seed = seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -99,14 +105,15 @@ def compile_model(model, loss: str, learning_rate, steps: int):
     return model
 
 
-def whole_photo_validation(prepared, loss: str):
+def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None):
     """A Keras callback: after each epoch: predict every validation photo whole, as ``predict`` does, and log
     ``val_loss`` (the training loss over all their pixels, against the prepared masks) and
     ``val_dice`` / ``val_precision`` / ``val_recall`` at threshold 0.5. Keeps the best
     epoch's predictions, on which ``train`` then chooses the operating point.
 
     Must come before ``ModelCheckpoint`` in the callback list: it writes the logs that the
-    checkpoint reads. (Built in a function so that importing this module loads no Keras.)
+    checkpoint reads. With ``keep_best`` (an ``.npz`` path) the best predictions are also
+    written there, with their epoch and loss beside them, for a resumed run. (Built in a function so that importing this module loads no Keras.)
     """
     import keras
 
@@ -130,6 +137,13 @@ def whole_photo_validation(prepared, loss: str):
             self.loss = get_loss(loss)
             self.best_loss, self.best = math.inf, None
 
+        def restore(self, best_loss: float, keep: Path) -> None:
+            """Resume: the best loss so far and its predictions, kept in ``keep``."""
+            self.best_loss = best_loss
+            with np.load(keep) as stored:
+                self.best = SplitPredictions(self.prepared, self.rows,
+                                             [stored[row["stem"]] for row in self.rows])
+
         def on_epoch_end(self, epoch, logs=None):
             probabilities = []
             for image, (x0, y0, w, h) in self.inputs:
@@ -149,6 +163,10 @@ def whole_photo_validation(prepared, loss: str):
                 self.best_loss = value
                 self.best = SplitPredictions(self.prepared, self.rows,
                                              [p.astype(np.float16) for p in probabilities])
+                if keep_best is not None:     # what a resumed run needs of this epoch
+                    from .evaluation import save_predictions
+                    save_predictions(self.best, keep_best)
+                    atomic_write_json(keep_best.with_suffix(".json"), {"epoch": epoch, "val_loss": value})
 
     return WholePhotoValidation()
 
@@ -193,8 +211,7 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
                                  config.seed, first_tile=first_epoch * steps_per_epoch * config.batch_size)
 
     staging = out.with_name(f".{out.name}.training")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    resumed = _prepare_staging(staging, {**_identity(config), "prepared": str(prepared)})
     with strategy.scope():
         warmup = min(config.freeze_encoder_epochs, config.epochs) if config.model == "vgg16_unet" else 0
         model = build_model(config.model, None, config.base_filters, depth=config.depth,
@@ -202,26 +219,40 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
                             freeze_encoder=warmup > 0)
         compile_model(model, config.loss, config.learning_rate, steps_per_epoch * config.epochs)
 
-    validation = whole_photo_validation(prepared, config.loss)
+    keep_best = staging / "predictions" / "val-best.npz"
+    validation = whole_photo_validation(prepared, config.loss, keep_best)
+    best_so_far = _restore_progress(staging, validation, keep_best) if resumed else None
     callbacks = [validation,
                  keras.callbacks.ModelCheckpoint(staging / "model.keras", monitor="val_loss",
-                                                 save_best_only=True),
+                                                 save_best_only=True,
+                                                 initial_value_threshold=best_so_far),
                  keras.callbacks.CSVLogger(staging / "history.csv", append=True)]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss",
                                                        patience=config.early_stopping))
+
+    def backup(phase: str):
+        # One backup folder per phase: the fine-tuning phase has another optimizer.
+        return keras.callbacks.BackupAndRestore(staging / "backup" / phase, delete_checkpoint=False)
+
     started = time.perf_counter()
     if warmup:
-        model.fit(tiles(0), epochs=warmup, steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
-                  verbose=verbose)
+        first = min(_backed_up_epoch(staging, "warmup"), warmup)
+        model.fit(tiles(first), epochs=warmup, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks + [backup("warmup")], shuffle=False, verbose=verbose)
     if config.epochs > warmup:
         if warmup:
             with strategy.scope():
                 set_encoder_trainable(model, True)
                 compile_model(model, config.loss, config.learning_rate * config.fine_tune_lr_factor,
                               steps_per_epoch * (config.epochs - warmup))
-        model.fit(tiles(warmup), initial_epoch=warmup, epochs=config.epochs,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False, verbose=verbose)
+        first = max(warmup, _backed_up_epoch(staging, "main"))
+        model.fit(tiles(first), initial_epoch=warmup, epochs=config.epochs,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks + [backup("main")],
+                  shuffle=False, verbose=verbose)
+    shutil.rmtree(staging / "backup", ignore_errors=True)
+    for leftover in (keep_best, keep_best.with_suffix(".json"), staging / IDENTITY_FILE):
+        leftover.unlink(missing_ok=True)
     train_seconds = time.perf_counter() - started
     epochs_run = len(read_history(staging / "history.csv"))
 
@@ -235,6 +266,8 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
                                          / train_seconds, 2),
               "tile_size": tile, "parameters": int(best.count_params()), "gpus": n_gpus,
               "python": platform.python_version(), "keras": keras.__version__}
+    if resumed:
+        timing["resumed_at_epoch"] = resumed
     config.extra = {**config.extra, **timing}
     atomic_write_json(staging / "config.json", asdict(config))
     test = sweep(predict_split(best, prepared, "test"))
@@ -251,6 +284,61 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
         shutil.rmtree(out)
     staging.rename(out)
     return out
+
+
+IDENTITY_FILE = "identity.json"
+
+
+def _identity(config: TrainConfig) -> dict:
+    values = asdict(config)
+    return {key: values[key] for key in RUN_IDENTITY}
+
+
+def _backed_up_epoch(staging: Path, phase: str) -> int:
+    """Epochs finished according to a phase's backup (0 when there is none)."""
+    metadata = staging / "backup" / phase / "training_metadata.json"
+    if not metadata.is_file():
+        return 0
+    return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+
+
+def _prepare_staging(staging: Path, identity: dict) -> int:
+    """Keep a staging folder left by an interrupted run of the same settings on the same data
+    and return the epochs it finished; else start an empty one and return 0."""
+    marker = staging / IDENTITY_FILE
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == identity:
+        finished = max(_backed_up_epoch(staging, "warmup"), _backed_up_epoch(staging, "main"))
+        if finished:
+            return finished
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    atomic_write_json(marker, identity)
+    return 0
+
+
+def _restore_progress(staging: Path, validation, keep_best: Path) -> float | None:
+    """Resume: history cut to the finished epochs, the best loss so far (for the checkpoint)
+    and the best validation predictions (for the operating point)."""
+    finished = max(_backed_up_epoch(staging, "warmup"), _backed_up_epoch(staging, "main"))
+    history_path = staging / "history.csv"
+    history = read_history(history_path) if history_path.is_file() else []
+    history = [row for row in history if row["epoch"] < finished]
+    if history:
+        with history_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows({k: (int(v) if k == "epoch" else v) for k, v in row.items()}
+                             for row in history)
+    else:
+        history_path.unlink(missing_ok=True)
+    best_file = keep_best.with_suffix(".json")
+    if not (history and best_file.is_file() and keep_best.is_file()):
+        return None
+    best = json.loads(best_file.read_text(encoding="utf-8"))
+    if best["epoch"] >= finished:
+        return None
+    validation.restore(best["val_loss"], keep_best)
+    return best["val_loss"]
 
 
 # Fields that define what a run is; the rest (timings, paths) only describe it.

@@ -162,14 +162,27 @@ def test_threshold_sweep_counts_pixels_like_a_direct_comparison():
             assert curve[key][k] == pytest.approx(direct[key]), (threshold, key)
 
 
-def test_detection_curve_runs_from_everything_flagged_to_nothing():
-    from scratch_utils.compare import detection_curve
-    truths = np.zeros((4, 8, 8), bool)
-    truths[:2, 0, 0] = True
-    probabilities = np.random.default_rng(0).random((4, 8, 8))  # ~32 px >= 0.5: under the largest min area
-    false_alarms, detections = detection_curve(split_predictions(truths, probabilities), threshold=0.5)
-    assert detections[0] == 1 and false_alarms[0] == 1
-    assert detections[-1] == 0 and false_alarms[-1] == 0
+def test_detection_curve_is_the_best_of_the_searched_grid_and_the_chosen_point_lies_under_it():
+    from scratch_utils.compare import choose_operating_point, detection_curve
+    from scratch_utils.metrics import detection_rates
+    truths = np.zeros((6, 8, 8), bool)
+    truths[:3, 0, :4] = True
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((6, 8, 8)) * 0.4
+    probabilities[0, 0, :4] = 0.9                 # clear scratch
+    probabilities[1, 0, :2] = 0.6                 # weaker, shorter
+    probabilities[4, 3, 3:6] = 0.7                # a good part with a 3-px false alarm
+    predictions = split_predictions(truths, probabilities, (0.25, 0.5, 0.8))
+    false_alarms, detections = detection_curve(predictions, min_areas=(1, 2, 3, 4))
+    assert false_alarms[0] == 0 and false_alarms[-1] == 1 and detections[-1] == 1
+    assert np.all(np.diff(false_alarms) > 0) and np.all(np.diff(detections) >= 0)
+    for k in range(3):                            # every pair of the grid lies on or under the curve
+        for level in (1, 2, 3, 4):
+            rates = detection_rates(predictions.is_defective, predictions.stats["region"][:, k] >= level)
+            on_curve = detections[np.searchsorted(false_alarms, rates["false_alarm_rate"])]
+            assert rates["detection_rate"] <= on_curve
+    point = choose_operating_point(predictions, target=0.6, min_areas=(1, 2, 3, 4))
+    assert point.detection_rate <= detections[np.searchsorted(false_alarms, point.false_alarm_rate)]
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):

@@ -228,3 +228,40 @@ def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region(run):
     assert result["model_mask"][3].sum() == 0 and result["model_mask"][2].sum() == 10
     predictor.min_area = 21
     assert not predictor.predict_photo(photo)["defective"]
+
+
+def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_path):
+    """Colab drops runtimes mid-training: run `train` again with the same settings and it goes
+    on from the last finished epoch instead of starting over."""
+    import signal
+    out = tmp_path / "run"
+    staging = tmp_path / ".run.training"
+    command = [sys.executable, "-m", "scratch_utils", "train", "--data", str(prepared), "--out", str(out),
+               "--profile", "smoke", "--base-filters", "4", "--epochs", "6"]
+    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    metadata = staging / "backup" / "main" / "training_metadata.json"
+    try:
+        for _ in range(1200):
+            if metadata.is_file() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2:
+                break
+            assert process.poll() is None, "training ended before it could be interrupted"
+            __import__("time").sleep(0.1)
+        else:
+            raise AssertionError("no epoch finished in 120 s")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert not out.exists(), "an interrupted run leaves no run folder"
+    finished = json.loads(metadata.read_text())["epoch"]
+    assert 2 <= finished < 6
+
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["extra"]["resumed_at_epoch"] == finished and config["extra"]["epochs_run"] == 6
+    history = (out / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == [str(k) for k in range(6)]
+    assert load_run_model(out).count_params() > 0
+    assert not staging.exists() and not (out / "backup").exists()
+    assert json.loads((out / "operating_point.json").read_text())["chosen_on"] == "val"

@@ -1,0 +1,128 @@
+"""The notebooks as a student meets them: one data setting, three source formats, clean
+rendered outputs, install cells and Colab badges in sync with the repository address."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_install_cells_and_badges_derive_from_the_one_repository_address(tmp_path):
+    from scratch_utils.notebooks import INSTALL_CELL, colab_badge, repository_url, sync_links
+    url = repository_url(ROOT)
+    assert url.startswith("https://github.com/") and "YOUR-ORG" not in url
+    for path in NOTEBOOKS:
+        first_code = next(c for c in cells(path) if c["cell_type"] == "code")
+        assert source(first_code) == INSTALL_CELL.format(url=url)
+        assert colab_badge(path.name, url) in source(cells(path)[0])
+    assert colab_badge("01_data_preparation.ipynb", url) in (ROOT / "README.md").read_text()
+    # In sync: rewriting them from the address changes nothing.
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT / "notebooks", copy / "notebooks")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, copy / name)
+    assert sync_links(copy) == []
+
+
+def test_every_notebook_reads_the_one_data_setting_first():
+    for path in NOTEBOOKS:
+        code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
+        assert 'DATA_SOURCE = os.environ.get("SCRATCH_DATA_SOURCE") or None' in code[0], path.name
+        assert not any(re.search(r"^DATA_SOURCE\s*=", c, re.M) for c in code[1:]), path.name
+        later = "\n".join(code[1:])
+        for call in re.findall(r"ensure_prepared\([^)]*\)", later):
+            assert "source=DATA_SOURCE" in call, f"{path.name}: {call}"
+
+
+MACHINE_PATH = re.compile(r"(/work/|/tmp/|/home/|/root/|/Users/|site-packages|\.venv|[A-Z]:\\)")
+KNOWN_COLUMNS = ("detection_rate", "false_alarm_rate", "tolerance_f1", "train_tiles_per_s",
+                 "inference_ms_per_photo", "defect_share", "source_image", "label_file")
+
+
+def outputs_text(cell: dict) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append("".join(output.get("text", "")))
+        for kind, value in output.get("data", {}).items():
+            if kind.startswith("text/"):
+                parts.append("".join(value))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_rendered_notebook_is_clean_and_self_contained(path):
+    texts = [source(c) for c in cells(path)] + [outputs_text(c) for c in cells(path)]
+    text = "\n".join(texts)
+    rendered = "\n".join(outputs_text(c) for c in cells(path))
+    assert not MACHINE_PATH.search(rendered), MACHINE_PATH.search(rendered).group(0)
+    assert "PosixPath(" not in rendered and "WindowsPath(" not in rendered
+    stderr = [o for c in cells(path) for o in c.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert stderr == [], "".join(stderr[0]["text"])[:300]
+    for word in re.findall(r"\b[a-z]+_[a-z_]*\b", rendered):
+        cut = [k for k in KNOWN_COLUMNS if k != word and k.startswith(word) and len(word) >= 6]
+        assert not cut, f"a header cut short: {word!r} (of {cut[0]!r})"
+    assert not re.search(r"seed 00\d|\bissue \d", text, re.I), "say what the earlier projects were"
+    assert "YOUR-ORG" not in text
+
+
+def write_coco_and_pairs(aihub: Path, root: Path) -> dict:
+    """The same parts as a COCO export and as images/ + masks/ folders."""
+    from scratch_utils import data
+    fmt, _, items, _ = data.discover(aihub)
+    assert fmt == "aihub"
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "scratch"}]}
+    for k, item in enumerate(items, start=1):
+        name = Path(item.image).name
+        width, height = Image.open(item.image).size
+        for folder in (root / "coco" / "images", root / "pairs" / "images"):
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(item.image, folder / name)
+        coco["images"].append({"id": k, "file_name": f"images/{name}", "width": width, "height": height})
+        for polys in item.polygons:
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": k,
+                                        "category_id": 1, "segmentation": polys, "iscrowd": 0})
+        mask = data.source_mask(item)
+        (root / "pairs" / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "pairs" / "masks" / f"{Path(name).stem}.png")
+    (root / "coco" / "annotations.json").write_text(json.dumps(coco))
+    return {"aihub": aihub, "coco": root / "coco", "pairs": root / "pairs"}
+
+
+@pytest.fixture(scope="module")
+def three_formats(tmp_path_factory):
+    from scratch_utils.synthetic import generate
+    root = tmp_path_factory.mktemp("formats")
+    generate(root / "aihub", count=16, seed=2, width=320, height=180, workers=1, progress=False)
+    return write_coco_and_pairs(root / "aihub", root)
+
+
+@pytest.mark.parametrize("fmt", ["aihub", "coco", "pairs"])
+def test_notebook_01_runs_on_each_source_format(three_formats, fmt, tmp_path, monkeypatch):
+    from scratch_utils.notebooks import execute
+    monkeypatch.setenv("SCRATCH_DATA_SOURCE", str(three_formats[fmt]))
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SCRATCH_FIGURES_DIR", str(tmp_path / "figures"))
+    notebook = tmp_path / "01_data_preparation.ipynb"
+    shutil.copy(ROOT / "notebooks" / notebook.name, notebook)
+    nb = execute(notebook, "smoke", timeout=600)
+    printed = "\n".join(outputs_text(c) for c in nb.cells)
+    assert f"format: {fmt}" in printed
+    assert re.search(r"-> 16 parts: \d+ defective, \d+ good; 0 skipped", printed), printed[:2000]
+    prepared = tmp_path / "data" / "smoke" / f"prepared-{three_formats[fmt].name}-scaled"
+    assert len(list((prepared / "masks").glob("*.png"))) == 16
+    assert (tmp_path / "figures" / "01_scratch_at_three_resolutions.png").is_file()
