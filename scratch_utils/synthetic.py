@@ -294,6 +294,11 @@ def _write_part(args: tuple[PartSpec, str, int]) -> bool:
     out_dir = Path(out)
     image_path = out_dir / "images" / f"{spec.stem}.jpg"
     label_path = out_dir / "labels" / f"{spec.stem}.json"
+    if image_path.exists() and label_path.exists():
+        # Already written (generation is deterministic): read the verdict, skip the rendering.
+        label = json.loads(label_path.read_text(encoding="utf-8-sig"))
+        return any(a.get("attributes", {}).get("quality") == QUALITY_DEFECTIVE
+                   for a in label.get("annotations", []))
     pixels, label, defective = render_part(spec)
     if not image_path.exists():
         import io  # stdlib

@@ -78,3 +78,15 @@ def test_rerun_keeps_existing_files(tmp_path):
     summary = generate(tmp_path, count=3, seed=0, width=160, height=96, workers=1, progress=False)
     assert tree_digest(tmp_path) == before
     assert summary["good"] + summary["defective"] == 3
+
+
+def test_a_rerun_reads_existing_parts_instead_of_rendering_them(tmp_path, monkeypatch):
+    from scratch_utils import synthetic
+    first = generate(tmp_path, count=6, seed=5, width=160, height=96, workers=1, progress=False)
+    before = tree_digest(tmp_path)
+
+    def no_rendering(spec):
+        raise AssertionError("an existing part was rendered again")
+    monkeypatch.setattr(synthetic, "render_part", no_rendering)
+    again = generate(tmp_path, count=6, seed=5, width=160, height=96, workers=1, progress=False)
+    assert again == first and tree_digest(tmp_path) == before
