@@ -25,7 +25,8 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from scratch_utils.augment import JointAugment  # noqa: E402
-from scratch_utils.data import ensure_prepared, load_manifest  # noqa: E402
+from scratch_utils.preparation import load_manifest  # noqa: E402
+from scratch_utils.profiles import ensure_prepared  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.pipeline import make_dataset  # noqa: E402
 

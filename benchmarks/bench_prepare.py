@@ -23,7 +23,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from scratch_utils import QUALITY_DEFECTIVE, synthetic
-from scratch_utils.data import prepare, read_json_label
+from scratch_utils.preparation import prepare
+from scratch_utils.sources import read_json_label
 from scratch_utils.files import atomic_write_json
 
 HERE = Path(__file__).resolve().parent

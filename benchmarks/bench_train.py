@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from scratch_utils.augment import AugmentConfig  # noqa: E402
-from scratch_utils.data import ensure_prepared  # noqa: E402
+from scratch_utils.profiles import ensure_prepared  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.models import build_model  # noqa: E402
 from scratch_utils.pipeline import make_tile_dataset  # noqa: E402

@@ -5,7 +5,11 @@ import argparse
 import json
 import sys
 
+from .geometry import FITS
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
+from .names import ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, SPLITS
+from .profiles import PROFILE_NAMES
+from .sources import FORMATS
 
 
 def _synth(args) -> int:
@@ -18,7 +22,7 @@ def _synth(args) -> int:
 
 
 def _prepare(args) -> int:
-    from .data import prepare
+    from .preparation import prepare
     report = prepare(args.source, args.out, fmt=args.format, scale=args.scale,
                      max_side=args.max_side, size=args.size, fit=args.fit, seed=args.seed,
                      workers=args.workers, max_megapixels=args.max_megapixels)
@@ -124,11 +128,8 @@ def _pixel_budget(command, what: str) -> None:
                               "(default %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scratch_utils",
-                                     description="Car-paint scratch segmentation course tools.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _data_commands(commands) -> None:
+    """The synth, prepare commands."""
     synth = commands.add_parser("synth", help="generate the synthetic AIHub-format car-paint set")
     synth.add_argument("--out", required=True, help="folder for images/ and labels/")
     synth.add_argument("--count", type=int, default=600)
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep = commands.add_parser("prepare", help="labelled photos -> masks, resized pairs, splits")
     prep.add_argument("source", help="folder with the photos and labels (never modified)")
     prep.add_argument("--out", required=True, help="output folder (outside SOURCE)")
-    prep.add_argument("--format", default="auto", choices=["auto", "aihub", "coco", "pairs"])
+    prep.add_argument("--format", default="auto", choices=FORMATS)
     prep.add_argument("--scale", type=_scale, default="auto",
                       help="fraction of each photo's own resolution, aspect ratio kept (default "
                            "auto: the narrowest defects stay about 1 px wide)")
@@ -149,25 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cap on the longer side after scaling, in pixels")
     prep.add_argument("--size", type=int, default=None,
                       help="instead of scaling, squash into a SIZE x SIZE square (the earlier projects: 128)")
-    prep.add_argument("--fit", default="stretch", choices=["stretch", "pad"],
+    prep.add_argument("--fit", default="stretch", choices=FITS,
                       help="with --size: stretch to the square (the earlier projects) or keep the aspect ratio and pad")
     prep.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     _pixel_budget(prep, "photos over it are skipped and named in report.json")
     prep.set_defaults(run=_prepare)
 
+
+def _training_commands(commands) -> None:
+    """The train, evaluate commands."""
     tr = commands.add_parser("train", help="train a model on a prepared folder -> run folder")
     tr.add_argument("--data", required=True, help="prepared folder (python -m scratch_utils prepare)")
-    tr.add_argument("--model", default="unet", choices=["encoder_decoder", "unet", "vgg16_unet"])
+    tr.add_argument("--model", default="unet", choices=MODEL_NAMES)
     tr.add_argument("--out", required=True, help="run folder to create")
-    tr.add_argument("--profile", default=None, choices=["smoke", "default", "full"],
+    tr.add_argument("--profile", default=None, choices=PROFILE_NAMES,
                     help="defaults for epochs, filters, batch size (default: $SCRATCH_PROFILE or default)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", dest="batch_size", type=int)
     tr.add_argument("--base-filters", dest="base_filters", type=int)
-    tr.add_argument("--loss", choices=["bce", "dice", "bce_dice", "focal", "tversky"])
+    tr.add_argument("--loss", choices=LOSS_NAMES)
     tr.add_argument("--learning-rate", dest="learning_rate", type=float)
-    tr.add_argument("--encoder-weights", dest="encoder_weights", choices=["imagenet", "hed", "none"])
+    tr.add_argument("--encoder-weights", dest="encoder_weights", choices=ENCODER_WEIGHTS)
     tr.add_argument("--freeze-encoder-epochs", dest="freeze_encoder_epochs", type=int)
     tr.add_argument("--tile-size", dest="tile_size", type=int, help="training crop side (multiple of 16)")
     tr.add_argument("--defect-share", dest="defect_share", type=float,
@@ -183,12 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="scores of a run on a split of a prepared folder")
     ev.add_argument("--model", required=True, help="run folder")
     ev.add_argument("--data", default=None, help="prepared folder (default: the run's own)")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--split", default="test", choices=SPLITS)
     ev.add_argument("--threshold", type=float, default=None,
                     help="one pixel threshold for the mask and the decision "
                          "(default: the run's operating point, chosen on validation by train)")
     ev.set_defaults(run=_evaluate)
 
+
+def _use_commands(commands) -> None:
+    """The predict, serve commands."""
     pr = commands.add_parser("predict", help="mask the scratches on photos of any size")
     pr.add_argument("--model", required=True, help="run folder")
     pr.add_argument("--input", required=True, help="a photo or a folder of photos")
@@ -211,20 +218,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep a copy of each upload in this folder (off by default)")
     sv.set_defaults(run=_serve)
 
+
+def _course_commands(commands) -> None:
+    """The links, report commands."""
     links = commands.add_parser("links", help="rewrite the notebooks' install cells and Colab badges "
                                                "from pyproject's repository address")
     links.set_defaults(run=_links)
 
     report = commands.add_parser("report", help="run every notebook and keep its rendered outputs")
-    report.add_argument("--profile", default="default", choices=["smoke", "default", "full"])
+    report.add_argument("--profile", default="default", choices=PROFILE_NAMES)
     report.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
     report.set_defaults(run=_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scratch_utils",
+                                     description="Car-paint scratch segmentation course tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_data_commands, _training_commands, _use_commands, _course_commands):
+        add(commands)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import PrepareError
+    from .errors import PrepareError
     from .errors import WeightsUnavailable
     try:
         return args.run(args)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import THRESHOLDS, SplitPredictions, pixel_curve, threshold_index
+from .evaluation import SplitPredictions, per_image, pixel_curve
 from .files import atomic_write_json, atomic_write_text
-from .metrics import detection_rates, safe_ratio
+from .metrics import called_defective, detection_rates
 
 # Minimum defect regions, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
 MIN_AREAS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -59,7 +59,7 @@ def choose_operating_point(predictions: SplitPredictions, target: float = TARGET
     candidates = []
     for k, threshold in enumerate(predictions.thresholds):
         for min_area in min_areas:
-            rates = detection_rates(is_defective, regions[:, k] >= min_area)
+            rates = detection_rates(is_defective, called_defective(regions[:, k], min_area))
             candidates.append((rates["detection_rate"], rates["false_alarm_rate"],
                                float(threshold), int(min_area)))
     meeting = [c for c in candidates if c[0] >= target]
@@ -81,7 +81,7 @@ def detection_curve(predictions: SplitPredictions, min_areas=MIN_AREAS) -> tuple
     points = {}
     for k in range(len(predictions.thresholds)):
         for level in min_areas:
-            rates = detection_rates(defective, regions[:, k] >= level)
+            rates = detection_rates(defective, called_defective(regions[:, k], level))
             fa, dr = rates["false_alarm_rate"], rates["detection_rate"]
             points[fa] = max(points.get(fa, 0.0), dr)
     points.setdefault(0.0, 0.0)
@@ -99,13 +99,9 @@ def precision_recall_curve(predictions: SplitPredictions) -> tuple[np.ndarray, n
 
 def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4) -> list[int]:
     """Indices of the worst parts: missed or poorly segmented defects, then false alarms."""
-    k = threshold_index(predictions, point.mask_threshold)
-    decide = threshold_index(predictions, point.threshold)
-    s = predictions.stats
-    tp, fp = s["tp"][:, k], s["fp"][:, k]
-    fn = s["positives"] - tp
-    dice = safe_ratio(2 * tp, 2 * tp + fp + fn)
-    called = s["region"][:, decide] >= point.min_area
+    rows = per_image(predictions, point)
+    dice = np.array([row["dice"] for row in rows])
+    called = np.array([row["called_defective"] for row in rows])
     defective = predictions.is_defective
     ranked = [int(k) for k in np.argsort(dice, kind="stable") if defective[k]]
     false_alarms = [int(k) for k in np.where(called & ~defective)[0]]

@@ -5,6 +5,10 @@ class WeightsUnavailable(RuntimeError):
     """Pretrained encoder weights cannot be had here (offline, or the extra not installed)."""
 
 
+class PrepareError(Exception):
+    """SOURCE cannot be prepared at all (missing, unreadable, empty, nothing valid)."""
+
+
 class ItemError(Exception):
     """One photo or label is bad: it is skipped with this message, the run goes on."""
 

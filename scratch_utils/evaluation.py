@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .data import load_manifest, prepared_geometry
-from .metrics import (auroc, detection_rates, largest_region, safe_ratio, tolerance_counts,
-                      tolerance_from_counts)
+from .preparation import load_manifest, prepared_geometry
+from .metrics import (auroc, called_defective, detection_rates, largest_region, scores_from_counts,
+                      tolerance_counts, tolerance_from_counts)
 from .predict import probability_map, resize_probability
 
 # Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.
@@ -136,10 +136,7 @@ def pixel_curve(predictions: SplitPredictions) -> dict:
     tp, fp = s["tp"].sum(axis=0), s["fp"].sum(axis=0)
     fn = s["positives"].sum() - tp
     tn = s["pixels"].sum() - tp - fp - fn
-    iou = safe_ratio(tp, tp + fp + fn)
-    return {"thresholds": np.asarray(predictions.thresholds), "dice": safe_ratio(2 * tp, 2 * tp + fp + fn),
-            "iou": iou, "miou": (iou + safe_ratio(tn, tn + fp + fn)) / 2,
-            "precision": safe_ratio(tp, tp + fp), "recall": safe_ratio(tp, tp + fn)}
+    return {"thresholds": np.asarray(predictions.thresholds), **scores_from_counts(tp, fp, fn, tn)}
 
 
 def threshold_index(predictions: SplitPredictions, threshold: float) -> int:
@@ -151,6 +148,26 @@ def threshold_index(predictions: SplitPredictions, threshold: float) -> int:
     predictions.thresholds = tuple(sorted(grid + [float(threshold)]))
     sweep(predictions)
     return threshold_index(predictions, threshold)
+
+
+def image_scores(predictions: SplitPredictions, mask_threshold: float) -> dict:
+    """Per photo: Dice, IoU, precision and recall of its mask at ``mask_threshold``, at the
+    photo's own resolution (from the sweep's counts)."""
+    k = threshold_index(predictions, mask_threshold)
+    s = predictions.stats
+    tp, fp = s["tp"][:, k], s["fp"][:, k]
+    return scores_from_counts(tp, fp, s["positives"] - tp)
+
+
+def per_image(predictions: SplitPredictions, point) -> list[dict]:
+    """One row per photo at an operating point: its manifest facts, mask scores at the photo's
+    own resolution, largest predicted region and the pass/fail call (notebook 05's failures)."""
+    pixel = image_scores(predictions, point.mask_threshold)
+    regions = predictions.stats["region"][:, threshold_index(predictions, point.threshold)]
+    called = called_defective(regions, point.min_area)
+    return [{"stem": row["stem"], "quality": row["quality"], "dice": float(pixel["dice"][k]),
+             "iou": float(pixel["iou"][k]), "largest_region_px": int(regions[k]),
+             "called_defective": bool(called[k])} for k, row in enumerate(predictions.rows)]
 
 
 def scores(predictions: SplitPredictions, threshold: float, min_area: int,
@@ -166,11 +183,8 @@ def scores(predictions: SplitPredictions, threshold: float, min_area: int,
     decide = threshold_index(predictions, threshold)
     s = predictions.stats
     curve = pixel_curve(predictions)
-    tp, fp = s["tp"][:, k], s["fp"][:, k]
-    fn = s["positives"] - tp
-    dice_per_image = safe_ratio(2 * tp, 2 * tp + fp + fn)
-    iou_per_image = safe_ratio(tp, tp + fp + fn)
-    called = s["region"][:, decide] >= max(1, int(min_area))
+    per_image = image_scores(predictions, mask_threshold)
+    called = called_defective(s["region"][:, decide], min_area)
     pooled = {"hits": 0, "predicted": 0, "found": 0, "true": 0}
     for row, probability in zip(predictions.rows, predictions.probabilities):
         truth = truths(row["stem"])
@@ -179,7 +193,7 @@ def scores(predictions: SplitPredictions, threshold: float, min_area: int,
             pooled[key] += value
     return {
         **{key: float(curve[key][k]) for key in ("dice", "iou", "miou", "precision", "recall")},
-        "dice_per_image": float(dice_per_image.mean()), "iou_per_image": float(iou_per_image.mean()),
+        "dice_per_image": float(per_image["dice"].mean()), "iou_per_image": float(per_image["iou"].mean()),
         **tolerance_from_counts(pooled),
         **detection_rates(predictions.is_defective, called),
         "auroc": auroc(predictions.is_defective, predictions.image_scores),

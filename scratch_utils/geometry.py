@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 FITS = ("stretch", "pad")
 # Scales `prepare --scale auto` picks from: JPEGs decode at these scales directly
 # (reduce-on-decode), and each prepared pixel is a whole block of source pixels.
@@ -103,3 +105,10 @@ def pick_scale(narrowest_px: float | None, min_width_px: float = 1.0) -> float:
         if narrowest_px * scale >= min_width_px:
             return scale
     return 1.0
+
+
+def polygon_area(xy) -> float:
+    """Area of a polygon given as (N, 2) points or a flat ``[x1, y1, x2, y2, ...]`` (shoelace)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    x, y = xy[:, 0], xy[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))

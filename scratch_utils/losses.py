@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-LOSS_NAMES = ("bce", "dice", "bce_dice", "focal", "tversky")
+from .names import LOSS_NAMES
 
 
 @keras.saving.register_keras_serializable(package="scratch_utils")

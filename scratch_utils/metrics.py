@@ -42,8 +42,14 @@ def safe_ratio(numerator, denominator, empty=1.0):
 
 
 def confusion(true, pred, axis=None):
+    """(tp, fp, fn, tn) pixel counts, pooled (``sklearn.metrics.confusion_matrix``) or per
+    image (``axis="image"``)."""
     true, pred = _bool(true), _bool(pred)
-    axes = (1, 2) if axis == "image" else None
+    if axis != "image":
+        from sklearn.metrics import confusion_matrix
+        tn, fp, fn, tp = confusion_matrix(true.ravel(), pred.ravel(), labels=[False, True]).ravel()
+        return tp, fp, fn, tn
+    axes = (1, 2)
     tp = np.sum(true & pred, axis=axes)
     fp = np.sum(~true & pred, axis=axes)
     fn = np.sum(true & ~pred, axis=axes)
@@ -51,20 +57,27 @@ def confusion(true, pred, axis=None):
     return tp, fp, fn, tn
 
 
+def scores_from_counts(tp, fp, fn, tn=None) -> dict:
+    """Dice, IoU, precision, recall (and, given ``tn``, 2-class mean IoU) from pixel counts,
+    elementwise: the one place these formulas live (the threshold sweeps and the
+    per-image scores use it too)."""
+    tp, fp, fn = (np.asarray(v, float) for v in (tp, fp, fn))
+    scores = {"dice": safe_ratio(2 * tp, 2 * tp + fp + fn), "iou": safe_ratio(tp, tp + fp + fn),
+              "precision": safe_ratio(tp, tp + fp), "recall": safe_ratio(tp, tp + fn)}
+    if tn is not None:
+        scores["miou"] = (scores["iou"] + safe_ratio(np.asarray(tn, float), tn + fp + fn)) / 2
+    return scores
+
+
 def pixel_scores(true, pred) -> dict:
     """Dataset-level (pooled) Dice, IoU, precision, recall and 2-class mean IoU."""
-    tp, fp, fn, tn = confusion(true, pred)
-    iou_defect = float(safe_ratio(tp, tp + fp + fn))
-    iou_background = float(safe_ratio(tn, tn + fp + fn))
-    return {"dice": float(safe_ratio(2 * tp, 2 * tp + fp + fn)), "iou": iou_defect,
-            "miou": (iou_defect + iou_background) / 2,
-            "precision": float(safe_ratio(tp, tp + fp)), "recall": float(safe_ratio(tp, tp + fn))}
+    return {key: float(value) for key, value in scores_from_counts(*confusion(true, pred)).items()}
 
 
 def per_image_scores(true, pred) -> dict:
     """Per-image Dice and IoU arrays (both empty -> 1, see the module docstring)."""
-    tp, fp, fn, _ = confusion(true, pred, axis="image")
-    return {"dice": safe_ratio(2 * tp, 2 * tp + fp + fn), "iou": safe_ratio(tp, tp + fp + fn)}
+    scores = scores_from_counts(*confusion(true, pred, axis="image")[:3])
+    return {"dice": scores["dice"], "iou": scores["iou"]}
 
 
 def dilate(masks, radius: int) -> np.ndarray:
@@ -128,10 +141,15 @@ def largest_regions(probabilities, threshold: float = 0.5) -> np.ndarray:
     return np.array([largest_region(p >= threshold) for p in _probabilities(probabilities)], np.int64)
 
 
+def called_defective(largest_region_px, min_area: int) -> np.ndarray:
+    """The pass/fail rule from the largest region(s) found: defective at ``min_area`` pixels."""
+    return np.asarray(largest_region_px) >= max(1, int(min_area))
+
+
 def image_decisions(probabilities, threshold: float = 0.5, min_area: int = 1) -> np.ndarray:
     """True where a part is called defective: one connected region of at least ``min_area``
     pixels >= threshold."""
-    return largest_regions(probabilities, threshold) >= max(1, int(min_area))
+    return called_defective(largest_regions(probabilities, threshold), min_area)
 
 
 def detection_rates(is_defective, called_defective) -> dict:
@@ -145,14 +163,13 @@ def detection_rates(is_defective, called_defective) -> dict:
 
 
 def auroc(labels, scores) -> float:
-    """Area under the ROC curve (probability that a defective part outscores a good one)."""
-    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
-    positives, negatives = scores[labels], scores[~labels]
-    if not len(positives) or not len(negatives):
+    """Area under the ROC curve (probability that a defective part outscores a good one;
+    ``sklearn.metrics.roc_auc_score``), NaN when a split has only one kind of part."""
+    from sklearn.metrics import roc_auc_score
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
         return float("nan")
-    greater = (positives[:, None] > negatives[None, :]).sum()
-    ties = (positives[:, None] == negatives[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
+    return float(roc_auc_score(labels, np.asarray(scores, float)))
 
 
 def image_score(probabilities) -> np.ndarray:

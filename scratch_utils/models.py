@@ -15,12 +15,12 @@ import numpy as np
 from keras import layers, ops
 
 from .errors import WeightsUnavailable
+from .names import MODEL_NAMES
 
 VGG16_SKIPS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3")
 VGG16_CENTRE = "block5_conv3"
 # ImageNet channel means of the Caffe-trained VGG16, in BGR order, on the 0..255 scale.
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
-MODEL_NAMES = ("encoder_decoder", "unet", "vgg16_unet")
 # Batch-norm moving statistics: Keras' default momentum 0.99 keeps 30% of the initial (0, 1)
 # statistics after 120 steps, so a short CPU run predicts whole photos with miscalibrated
 # layers; 0.9 (PyTorch's default, there written 0.1) has forgotten them after 50 steps.

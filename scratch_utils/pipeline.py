@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .augment import AugmentConfig, JointAugment
-from .data import load_manifest
+from .preparation import load_manifest
 
 SPLITS = ("train", "val", "test")
 

@@ -1,7 +1,7 @@
 """Prediction on whole photos: one code path for ``predict``, ``evaluate``, the notebooks and the app.
 
 A photo is brought to the run's working geometry exactly as ``prepare`` does it
-(:func:`scratch_utils.data.model_input_image`), the fully convolutional model runs on the
+(:func:`scratch_utils.photos.model_input_image`), the fully convolutional model runs on the
 whole of it (padded to a multiple of its stride), and the probability map is resized back
 to the photo's own size: the mask a user gets, and the one scores are computed on.
 
@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_EXTENSIONS, ItemError, model_input_image, open_photo
+from .errors import ItemError
 from .files import atomic_write_bytes, atomic_write_text, is_within
 from .geometry import Geometry
 from .limits import DEFAULT_MAX_MEGAPIXELS
-from .metrics import largest_region
+from .metrics import called_defective, largest_region
+from .photos import model_input_image, open_photo, png_bytes
+from .sources import list_images
 
 STRIDE = 16                 # every model pools four times
 WHOLE_PHOTO_PIXELS = 2**21  # above ~2 MP of model input, predict tile by tile
@@ -177,7 +179,7 @@ class Predictor:
         region = largest_region(content >= self.threshold)
         full = resize_probability(content, (width, height))
         mask = full >= self.mask_threshold
-        return {"probability": full, "mask": mask, "defective": region >= max(1, self.min_area),
+        return {"probability": full, "mask": mask, "defective": bool(called_defective(region, self.min_area)),
                 "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
                 "largest_region_pixels": region, "model_mask": model_mask,
                 "scale": (width / layout.box_w, height / layout.box_h)}
@@ -187,8 +189,7 @@ def _inputs(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file()
-                      and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        return list_images(path, recursive=True)
     raise FileNotFoundError(f"input {path} does not exist")
 
 
@@ -201,7 +202,7 @@ def predict(run, inputs, out, threshold: float | None = None, progress: bool = T
     unreadable photos and photos over ``max_megapixels`` are skipped with the reason."""
     from tqdm.auto import tqdm
 
-    from .report import mask_image, overlay_image, png_bytes
+    from .report import mask_image, overlay_image
     inputs, out = Path(inputs), Path(out)
     source_dir = inputs if inputs.is_dir() else inputs.parent
     if is_within(out, source_dir):

@@ -1,4 +1,4 @@
-"""Run profiles and the folders each one writes to.
+"""Run profiles, the folders each one writes to, and the course's default dataset.
 
 ``smoke`` keeps every notebook to seconds (tests), ``default`` is the committed CPU
 run, ``full`` uses the earlier projects' settings (GPU / Colab). The profile comes from the
@@ -117,3 +117,40 @@ def results_dir(profile: Profile) -> Path:
     if profile.figures_are_published and root:
         return root / "results"
     return profile_dir(profile) / "results"
+
+# ------------------------------------------------ the course's dataset: yours, or the synthetic one
+
+
+def prepared_folder(profile, source: str | os.PathLike | None = None, square: int | None = None) -> Path:
+    """Where a profile's prepared set lives: ``data/<profile>/prepared-scaled`` (or
+    ``prepared-square128``) for the synthetic set, ``prepared-<folder name>-...`` for yours."""
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    tag = f"square{square}" if square else "scaled"
+    if source is None:
+        return profile_dir(profile) / f"prepared-{tag}"
+    return profile_dir(profile) / f"prepared-{Path(source).expanduser().name}-{tag}"
+
+
+def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
+                    fmt: str = "auto", progress: bool = True, square: int | None = None) -> Path:
+    """The prepared folder every notebook starts from, made if missing or out of date.
+
+    With ``source=None`` the profile's synthetic AIHub-format set is generated first
+    (``data/<profile>/synthetic``); with a folder of your own it is prepared instead, by
+    the same code. The geometry is the automatic working scale, or with ``square=128`` the
+    128-px squash (the baseline). Returns :func:`prepared_folder`.
+    """
+    from . import synthetic
+    from .preparation import prepare
+
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    if source is None:
+        source = profile_dir(profile) / "synthetic"
+        synthetic.generate(source, count=profile.synth_count, seed=0,
+                           width=profile.synth_width, height=profile.synth_height,
+                           progress=progress)
+        out = prepared_folder(profile, None, square)
+    else:
+        out = prepared_folder(profile, source, square)
+    prepare(Path(source).expanduser(), out, fmt=fmt, size=square, progress=progress)
+    return out

@@ -43,8 +43,9 @@ from .errors import ItemError, PhotoTooLarge
 from .files import atomic_write_bytes
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
 from .metrics import EIGHT_NEIGHBOURS
+from .photos import png_bytes
 from .predict import Predictor
-from .report import mask_image, overlay_image, png_bytes
+from .report import mask_image, overlay_image
 
 UPLOAD_FIELD = "file"
 DEFAULT_MAX_UPLOAD_MB = 10
@@ -192,34 +193,24 @@ A part is called defective when one region above {threshold:.2f} has {min_area} 
 </div>"""
 
 
-def create_app(run, threshold: float | None = None, min_area: int | None = None,
-               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-               max_wait_s: float = DEFAULT_MAX_WAIT_S,
-               save_uploads: str | Path | None = None) -> Flask:
-    """The Flask app for one run folder; the model is loaded here, once."""
-    service = MaskService(run, threshold, min_area, max_megapixels, max_wait_s)
-    app = Flask(__name__)
-    app.extensions["mask_service"] = service
-    app.request_class = InMemoryRequest
-    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_mb * 1024 * 1024), DEBUG=False,
-                      TESTING=False, PROPAGATE_EXCEPTIONS=False)
-    upload_dir = Path(save_uploads) if save_uploads else None
+def _error(status: int, message: str, **details):
+    response = jsonify({"error": message, **details})
+    response.status_code = status
+    return response
 
-    def error(status: int, message: str, **details):
-        response = jsonify({"error": message, **details})
-        response.status_code = status
-        return response
 
-    def refused(exc: Exception):
-        """The JSON answer to an upload the app will not analyse: 413 or 503."""
-        if isinstance(exc, PhotoTooLarge):
-            return error(413, str(exc), width=exc.width, height=exc.height,
-                         megapixels=round(exc.pixels / 1e6, 1), max_megapixels=exc.max_megapixels)
-        response = error(503, str(exc), retry_after_s=exc.retry_after)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+def _refused(exc: Exception):
+    """The JSON answer to an upload the app will not analyse: 413 (over the pixel budget)
+    or 503 with Retry-After (the queue is too long)."""
+    if isinstance(exc, PhotoTooLarge):
+        return _error(413, str(exc), width=exc.width, height=exc.height,
+                      megapixels=round(exc.pixels / 1e6, 1), max_megapixels=exc.max_megapixels)
+    response = _error(503, str(exc), retry_after_s=exc.retry_after)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
+
+def _upload_reader(upload_dir: Path | None):
     def upload_bytes() -> bytes:
         if UPLOAD_FIELD not in request.files:
             fields = ", ".join(sorted(request.files)) or "none"
@@ -228,44 +219,18 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
         if upload_dir is not None:  # only when the operator asked for it
             atomic_write_bytes(upload_dir / f"{uuid.uuid4().hex}.upload", data)
         return data
+    return upload_bytes
 
-    @app.errorhandler(413)
-    def too_large(_exc):
-        return error(413, f"upload larger than the {max_upload_mb:g} MB limit")
 
-    @app.errorhandler(404)
-    def not_found(_exc):
-        return error(404, "not found: use GET /, POST /api/v1/mask or GET /healthz")
+def _error_pages(app: Flask, max_upload_mb: float) -> None:
+    app.register_error_handler(413, lambda _: _error(413, f"upload larger than the {max_upload_mb:g} MB limit"))
+    app.register_error_handler(404, lambda _: _error(404, "not found: use GET /, POST /api/v1/mask or GET /healthz"))
+    app.register_error_handler(405, lambda _: _error(405, "method not allowed"))
+    app.register_error_handler(500, lambda _: _error(500, "internal error while analysing the photo"))
 
-    @app.errorhandler(405)
-    def not_allowed(_exc):
-        return error(405, "method not allowed")
 
-    @app.errorhandler(500)
-    def internal(_exc):
-        return error(500, "internal error while analysing the photo")
-
-    @app.get("/healthz")
-    def healthz():
-        p = service.predictor
-        return jsonify({"status": "ok", "model": service.run.name,
-                        "geometry": p.geometry.describe(), "mask_threshold": p.mask_threshold,
-                        "threshold": p.threshold, "min_area": p.min_area,
-                        "max_megapixels": p.max_megapixels, "max_wait_s": service.max_wait_s,
-                        "in_flight": service.in_flight})
-
-    @app.post("/api/v1/mask")
-    def api_mask():
-        try:
-            data = upload_bytes()
-            with service.admitted():
-                return jsonify(service.analyse(*service.read_upload(data)))
-        except ValueError as exc:
-            return error(400, str(exc))
-        except (PhotoTooLarge, ServiceBusy) as exc:
-            return refused(exc)
-
-    @app.route("/", methods=["GET", "POST"])
+def _page_view(app: Flask, service: MaskService, upload_bytes):
+    """GET /: the upload form; POST /: the photo, the verdict and the scratch masked."""
     def page():
         result = ""
         if request.method == "POST":
@@ -290,7 +255,45 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
                     page_response.headers["Retry-After"] = str(exc.retry_after)
                 return page_response
         return PAGE.format(model=html.escape(service.run.name), result=result)
+    return page
 
+
+def create_app(run, threshold: float | None = None, min_area: int | None = None,
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+               max_wait_s: float = DEFAULT_MAX_WAIT_S,
+               save_uploads: str | Path | None = None) -> Flask:
+    """The Flask app for one run folder; the model is loaded here, once."""
+    service = MaskService(run, threshold, min_area, max_megapixels, max_wait_s)
+    app = Flask(__name__)
+    app.extensions["mask_service"] = service
+    app.request_class = InMemoryRequest
+    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_mb * 1024 * 1024), DEBUG=False,
+                      TESTING=False, PROPAGATE_EXCEPTIONS=False)
+    upload_bytes = _upload_reader(Path(save_uploads) if save_uploads else None)
+    _error_pages(app, max_upload_mb)
+
+    @app.get("/healthz")
+    def healthz():
+        p = service.predictor
+        return jsonify({"status": "ok", "model": service.run.name,
+                        "geometry": p.geometry.describe(), "mask_threshold": p.mask_threshold,
+                        "threshold": p.threshold, "min_area": p.min_area,
+                        "max_megapixels": p.max_megapixels, "max_wait_s": service.max_wait_s,
+                        "in_flight": service.in_flight})
+
+    @app.post("/api/v1/mask")
+    def api_mask():
+        try:
+            data = upload_bytes()
+            with service.admitted():
+                return jsonify(service.analyse(*service.read_upload(data)))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        except (PhotoTooLarge, ServiceBusy) as exc:
+            return _refused(exc)
+
+    app.add_url_rule("/", "page", _page_view(app, service, upload_bytes), methods=["GET", "POST"])
     return app
 
 

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from . import QUALITY_DEFECTIVE, QUALITY_GOOD
 from .files import atomic_write_bytes, atomic_write_json
+from .geometry import polygon_area
 
 GOOD_FRACTION = 0.4
 
@@ -162,19 +163,35 @@ def _flat_polygon(polygon: np.ndarray, width: int, height: int) -> list[float]:
 def _polygon_area_bbox(flat: list[float]) -> tuple[float, list[float]]:
     xy = np.asarray(flat).reshape(-1, 2)
     x, y = xy[:, 0], xy[:, 1]
-    area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    area = polygon_area(xy)
     x0, y0 = float(x.min()), float(y.min())
     return round(area, 1), [round(x0, 1), round(y0, 1),
                             round(float(x.max()) - x0, 1), round(float(y.max()) - y0, 1)]
 
 
 def render_part(spec: PartSpec) -> tuple[np.ndarray, dict, bool]:
-    """Render one part: ``(uint8 RGB image, AIHub label dict, is_defective)``."""
+    """Render one part: ``(uint8 RGB image, AIHub label dict, is_defective)``. The steps draw
+    from one random stream in a fixed order, so a part depends only on (seed, index)."""
     rng = _rng(spec.seed, spec.index)
     w, h = spec.width, spec.height
     scale = w / 1280.0
     defective = rng.random() >= GOOD_FRACTION
+    image = _paint(rng, w, h)
+    image, panel_region = _seam_and_edge(rng, image, w, h, scale)
+    _dust(rng, image, w, h, scale)
+    annotations = _defects(rng, image, w, h, scale) if defective else _panel_label(panel_region, w, h)
+    pixels = _camera(rng, image, w, h)
+    captured = datetime(2026, 3, 2, 8, 0, 0) + timedelta(seconds=37 * spec.index + 3600 * spec.seed)
+    label = {
+        "images": [{"id": 1, "file_name": f"{spec.stem}.jpg", "height": h, "width": w,
+                    "date_captured": captured.strftime("%Y-%m-%d %H:%M:%S")}],
+        "annotations": annotations,
+    }
+    return pixels, label, defective
 
+
+def _paint(rng, w: int, h: int) -> np.ndarray:
+    """Paint colour with metallic flake, curved-panel shading and reflection bands."""
     base, metallic = PAINTS[rng.integers(len(PAINTS))]
     base = np.clip(np.asarray(base) * rng.uniform(0.93, 1.07, 3), 0, 1).astype(np.float32)
     shading, reflection = _panel_light(rng, w, h)
@@ -187,8 +204,12 @@ def render_part(spec: PartSpec) -> tuple[np.ndarray, dict, bool]:
     flake = rng.standard_normal((h, w), dtype=np.float32) * flake_strength
     sparkle = (rng.random((h, w), dtype=np.float32) < (0.002 if metallic else 0.0002))
     image += (flake + sparkle * rng.uniform(0.2, 0.5))[..., None]
+    return image
 
-    # Panel gap (door seam) and the neighbouring panel beyond it: long, thin, dark, not a defect.
+
+def _seam_and_edge(rng, image: np.ndarray, w: int, h: int, scale: float):
+    """A panel gap (door seam) and the neighbouring panel beyond it, sometimes the part's edge:
+    long, dark, not defects. Returns the image and where the inspected panel is."""
     panel_region = np.ones((h, w), dtype=np.float32)
     if rng.random() < 0.6:
         vertical = rng.random() < 0.5
@@ -219,8 +240,11 @@ def render_part(spec: PartSpec) -> tuple[np.ndarray, dict, bool]:
         background = 0.08 + 0.04 * _smooth_noise(rng, w, h, cells=12)
         image = image * (1 - outside[..., None]) + (outside * background)[..., None]
         panel_region -= outside
+    return image, panel_region
 
-    # Dust specks: small round dots, dark or bright, on every part.
+
+def _dust(rng, image: np.ndarray, w: int, h: int, scale: float) -> None:
+    """Dust specks: small round dots, dark or bright, on every part (drawn in place)."""
     specks = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(specks)
     for _ in range(int(rng.integers(3, 25))):
@@ -230,63 +254,66 @@ def render_part(spec: PartSpec) -> tuple[np.ndarray, dict, bool]:
     speck_alpha = np.asarray(specks.filter(ImageFilter.GaussianBlur(0.7)), np.float32) / 255
     _blend(image, speck_alpha * 0.8, (0.12, 0.11, 0.10) if rng.random() < 0.7 else (0.95,) * 3)
 
-    annotations = []
-    if defective:
-        n_defects = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-        for _ in range(n_defects):
-            start = (rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h)
-            lighter = rng.random() < 0.65
-            colour = (np.array([0.88, 0.88, 0.87]) * rng.uniform(0.85, 1.05) if lighter
-                      else np.array([0.30, 0.30, 0.31]) * rng.uniform(0.2, 1.2))
-            contrast = rng.uniform(0.35, 0.95)
-            if rng.random() < 0.12:  # scuff: a larger hazy area
-                outline = _blob_outline(rng, start, rng.uniform(12, 70) * scale)
-                render_outline = outline
-                texture = 0.55 + 0.45 * _smooth_noise(rng, w, h, cells=60)
-                alpha = _fill(outline, w, h, blur=1.5 * scale + 0.5) * texture
-            else:
-                length = math.exp(rng.uniform(math.log(30), math.log(600))) * scale
-                n_points = max(8, int(length / 4))
-                points = _curve_points(rng, start, length, n_points, bend=rng.uniform(0, 0.35))
-                t = np.linspace(0, 1, n_points)
-                taper = np.clip(np.sin(np.pi * t) ** 0.35, 0.35, 1)
-                wiggle = 1 + 0.3 * np.sin(2 * np.pi * (rng.uniform(0.5, 3) * t + rng.uniform()))
-                half = rng.uniform(0.7, 3.2) * max(scale, 0.5) * taper * wiggle
-                render_outline = _stroke_outline(points, half)
-                # Annotators trace a little outside the visible stroke.
-                outline = _stroke_outline(points, half + 0.8 * max(scale, 0.5))
-                fade = np.clip(0.3 + 1.0 * _smooth_noise(rng, w, h, cells=int(
-                    rng.integers(8, 40))), 0.35, 1.0)
-                alpha = _fill(render_outline, w, h, blur=0.6 * max(scale, 0.5)) * fade
-            _blend(image, alpha * contrast, colour)
-            flat = _flat_polygon(outline, w, h)
-            area, bbox = _polygon_area_bbox(flat)
-            annotations.append({"id": len(annotations) + 1, "bbox": bbox, "area": area,
-                                "segmentation": flat,
-                                "attributes": {"quality": QUALITY_DEFECTIVE}})
-    else:
-        ys, xs = np.nonzero(panel_region > 0.5)
-        x0, x1 = (int(xs.min()), int(xs.max())) if xs.size else (0, w - 1)
-        y0, y1 = (int(ys.min()), int(ys.max())) if ys.size else (0, h - 1)
-        flat = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
-        area, bbox = _polygon_area_bbox(flat)
-        annotations.append({"id": 1, "bbox": bbox, "area": area, "segmentation": flat,
-                            "attributes": {"quality": QUALITY_GOOD}})
 
-    # Camera: slight vignetting and sensor noise.
+def _defects(rng, image: np.ndarray, w: int, h: int, scale: float) -> list[dict]:
+    """One to three scratches (now and then a scuff), drawn on ``image`` in place; their
+    label annotations, traced a little outside the visible stroke as annotators do."""
+    annotations = []
+    n_defects = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+    for _ in range(n_defects):
+        start = (rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h)
+        lighter = rng.random() < 0.65
+        colour = (np.array([0.88, 0.88, 0.87]) * rng.uniform(0.85, 1.05) if lighter
+                  else np.array([0.30, 0.30, 0.31]) * rng.uniform(0.2, 1.2))
+        contrast = rng.uniform(0.35, 0.95)
+        if rng.random() < 0.12:  # scuff: a larger hazy area
+            outline = _blob_outline(rng, start, rng.uniform(12, 70) * scale)
+            render_outline = outline
+            texture = 0.55 + 0.45 * _smooth_noise(rng, w, h, cells=60)
+            alpha = _fill(outline, w, h, blur=1.5 * scale + 0.5) * texture
+        else:
+            length = math.exp(rng.uniform(math.log(30), math.log(600))) * scale
+            n_points = max(8, int(length / 4))
+            points = _curve_points(rng, start, length, n_points, bend=rng.uniform(0, 0.35))
+            t = np.linspace(0, 1, n_points)
+            taper = np.clip(np.sin(np.pi * t) ** 0.35, 0.35, 1)
+            wiggle = 1 + 0.3 * np.sin(2 * np.pi * (rng.uniform(0.5, 3) * t + rng.uniform()))
+            half = rng.uniform(0.7, 3.2) * max(scale, 0.5) * taper * wiggle
+            render_outline = _stroke_outline(points, half)
+            # Annotators trace a little outside the visible stroke.
+            outline = _stroke_outline(points, half + 0.8 * max(scale, 0.5))
+            fade = np.clip(0.3 + 1.0 * _smooth_noise(rng, w, h, cells=int(
+                rng.integers(8, 40))), 0.35, 1.0)
+            alpha = _fill(render_outline, w, h, blur=0.6 * max(scale, 0.5)) * fade
+        _blend(image, alpha * contrast, colour)
+        flat = _flat_polygon(outline, w, h)
+        area, bbox = _polygon_area_bbox(flat)
+        annotations.append({"id": len(annotations) + 1, "bbox": bbox, "area": area,
+                            "segmentation": flat,
+                            "attributes": {"quality": QUALITY_DEFECTIVE}})
+    return annotations
+
+
+def _panel_label(panel_region: np.ndarray, w: int, h: int) -> list[dict]:
+    """A good part's label: the inspected panel's box, quality 양품."""
+    ys, xs = np.nonzero(panel_region > 0.5)
+    x0, x1 = (int(xs.min()), int(xs.max())) if xs.size else (0, w - 1)
+    y0, y1 = (int(ys.min()), int(ys.max())) if ys.size else (0, h - 1)
+    flat = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
+    area, bbox = _polygon_area_bbox(flat)
+    return [{"id": 1, "bbox": bbox, "area": area, "segmentation": flat,
+             "attributes": {"quality": QUALITY_GOOD}}]
+
+
+def _camera(rng, image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Slight vignetting and sensor noise, then 8-bit RGB."""
     yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     image *= (1 - 0.08 * (xx ** 2 + yy ** 2))[..., None]
     image += rng.standard_normal((h, w, 1), dtype=np.float32) * 0.008
     pixels = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-    captured = datetime(2026, 3, 2, 8, 0, 0) + timedelta(seconds=37 * spec.index + 3600 * spec.seed)
-    label = {
-        "images": [{"id": 1, "file_name": f"{spec.stem}.jpg", "height": h, "width": w,
-                    "date_captured": captured.strftime("%Y-%m-%d %H:%M:%S")}],
-        "annotations": annotations,
-    }
-    return pixels, label, defective
+    return pixels
 
 
 def _write_part(args: tuple[PartSpec, str, int]) -> bool:

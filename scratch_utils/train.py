@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import load_manifest, prepared_geometry
+from .preparation import load_manifest, prepared_geometry
 from .files import atomic_write_json
 from .predict import (Predictor, load_run_config, load_run_model, predict,  # noqa: F401 - re-exported
                       probability_map)
@@ -63,6 +63,14 @@ class TrainConfig:
     deterministic: bool = False
     threshold: float = 0.5                 # replaced by the operating point train chooses
     min_area: int = 1                      # pixels at model resolution
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs with a frozen encoder first: only the VGG16-U-Net has one to freeze
+        (``Profile.training`` sets how long, and never freezes a random encoder)."""
+        if self.model != "vgg16_unet":
+            return 0
+        return min(self.freeze_encoder_epochs, self.epochs)
+
     # Filled in by train():
     geometry: dict = field(default_factory=dict)
     prepared: str = ""
@@ -188,48 +196,53 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
     if not (prepared / "manifest.csv").is_file():
         raise FileNotFoundError(f"{prepared} is not a prepared folder (no manifest.csv): "
                                 f"run `python -m scratch_utils prepare` first")
-
-    import keras
-
-    from .augment import AugmentConfig
-    from .compare import choose_operating_point
-    from .evaluation import predict_split, save_predictions, scores, sweep
-    from .models import build_model, set_encoder_trainable
-    from .pipeline import make_tile_dataset
     geometry = prepared_geometry(prepared)
     config.geometry, config.prepared = geometry.as_dict(), str(prepared)
     set_seeds(config.seed, config.deterministic)
-    strategy, n_gpus = _strategy_and_precision()
+    staging = out.with_name(f".{out.name}.training")
+    resumed = _prepare_staging(staging, {**_identity(config), "prepared": str(prepared)})
+    validation, timing = _fit(prepared, staging, config, resumed, verbose)
+    _evaluate_and_record(prepared, staging, config, validation, timing)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
 
-    n_train = len(load_manifest(prepared, "train"))
+
+def _fit(prepared: Path, staging: Path, config: TrainConfig, resumed: int, verbose: int):
+    """Build, compile and fit the model on tiles in its phases (warm-up, then the rest),
+    resuming from the staging folder's backups; returns the validation callback (with the
+    best whole-photo predictions) and the timing facts."""
+    import keras
+
+    from .augment import AugmentConfig
+    from .models import build_model, set_encoder_trainable
+    from .pipeline import make_tile_dataset
+    geometry = prepared_geometry(prepared)
+    strategy, n_gpus = _strategy_and_precision()
     tile = min(config.tile_size, geometry.size) if geometry.square else config.tile_size
-    steps_per_epoch = max(1, (config.tiles_per_epoch or n_train) // config.batch_size)
+    steps = max(1, (config.tiles_per_epoch or len(load_manifest(prepared, "train"))) // config.batch_size)
     augment = AugmentConfig.tiles() if config.augment else None
 
     def tiles(first_epoch: int):
         return make_tile_dataset(prepared, tile, config.defect_share, config.batch_size, augment,
-                                 config.seed, first_tile=first_epoch * steps_per_epoch * config.batch_size)
+                                 config.seed, first_tile=first_epoch * steps * config.batch_size)
 
-    staging = out.with_name(f".{out.name}.training")
-    resumed = _prepare_staging(staging, {**_identity(config), "prepared": str(prepared)})
+    warmup = config.warmup_epochs
     with strategy.scope():
-        warmup = min(config.freeze_encoder_epochs, config.epochs) if config.model == "vgg16_unet" else 0
         model = build_model(config.model, None, config.base_filters, depth=config.depth,
                             upsampling=config.upsampling, encoder_weights=config.encoder_weights,
                             freeze_encoder=warmup > 0)
-        compile_model(model, config.loss, config.learning_rate, steps_per_epoch * config.epochs)
-
+        compile_model(model, config.loss, config.learning_rate, steps * config.epochs)
     keep_best = staging / "predictions" / "val-best.npz"
     validation = whole_photo_validation(prepared, config.loss, keep_best)
     best_so_far = _restore_progress(staging, validation, keep_best) if resumed else None
     callbacks = [validation,
                  keras.callbacks.ModelCheckpoint(staging / "model.keras", monitor="val_loss",
-                                                 save_best_only=True,
-                                                 initial_value_threshold=best_so_far),
+                                                 save_best_only=True, initial_value_threshold=best_so_far),
                  keras.callbacks.CSVLogger(staging / "history.csv", append=True)]
     if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss",
-                                                       patience=config.early_stopping))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping))
 
     def backup(phase: str):
         # One backup folder per phase: the fine-tuning phase has another optimizer.
@@ -237,38 +250,42 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
 
     started = time.perf_counter()
     if warmup:
-        first = min(_backed_up_epoch(staging, "warmup"), warmup)
-        model.fit(tiles(first), epochs=warmup, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks + [backup("warmup")], shuffle=False, verbose=verbose)
+        model.fit(tiles(min(_backed_up_epoch(staging, "warmup"), warmup)), epochs=warmup,
+                  steps_per_epoch=steps, callbacks=callbacks + [backup("warmup")], shuffle=False,
+                  verbose=verbose)
     if config.epochs > warmup:
         if warmup:
             with strategy.scope():
                 set_encoder_trainable(model, True)
                 compile_model(model, config.loss, config.learning_rate * config.fine_tune_lr_factor,
-                              steps_per_epoch * (config.epochs - warmup))
-        first = max(warmup, _backed_up_epoch(staging, "main"))
-        model.fit(tiles(first), initial_epoch=warmup, epochs=config.epochs,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks + [backup("main")],
+                              steps * (config.epochs - warmup))
+        model.fit(tiles(max(warmup, _backed_up_epoch(staging, "main"))), initial_epoch=warmup,
+                  epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks + [backup("main")],
                   shuffle=False, verbose=verbose)
+    seconds = time.perf_counter() - started
     shutil.rmtree(staging / "backup", ignore_errors=True)
     for leftover in (keep_best, keep_best.with_suffix(".json"), staging / IDENTITY_FILE):
         leftover.unlink(missing_ok=True)
-    train_seconds = time.perf_counter() - started
     epochs_run = len(read_history(staging / "history.csv"))
-
-    best = load_run_model(staging)
-    # The operating point comes from the validation photos only; test is scored once, after.
-    point = choose_operating_point(sweep(validation.best))
-    save_operating_point(staging, point)
-    timing = {"train_seconds": round(train_seconds, 1), "epochs_run": epochs_run,
-              "tiles_seen": epochs_run * steps_per_epoch * config.batch_size,
-              "train_tiles_per_s": round(epochs_run * steps_per_epoch * config.batch_size
-                                         / train_seconds, 2),
-              "tile_size": tile, "parameters": int(best.count_params()), "gpus": n_gpus,
-              "python": platform.python_version(), "keras": keras.__version__}
+    timing = {"train_seconds": round(seconds, 1), "epochs_run": epochs_run,
+              "tiles_seen": epochs_run * steps * config.batch_size,
+              "train_tiles_per_s": round(epochs_run * steps * config.batch_size / seconds, 2),
+              "tile_size": tile, "gpus": n_gpus, "python": platform.python_version(),
+              "keras": keras.__version__}
     if resumed:
         timing["resumed_at_epoch"] = resumed
-    config.extra = {**config.extra, **timing}
+    return validation, timing
+
+
+def _evaluate_and_record(prepared: Path, staging: Path, config: TrainConfig, validation, timing: dict):
+    """Choose the operating point on the validation photos, and only then score the test
+    split, once; write config, operating point, predictions, metrics and curves."""
+    from .compare import choose_operating_point
+    from .evaluation import predict_split, save_predictions, scores, sweep
+    best = load_run_model(staging)
+    point = choose_operating_point(sweep(validation.best))
+    save_operating_point(staging, point)
+    config.extra = {**config.extra, **timing, "parameters": int(best.count_params())}
     atomic_write_json(staging / "config.json", asdict(config))
     test = sweep(predict_split(best, prepared, "test"))
     for split, predictions in (("val", validation.best), ("test", test)):
@@ -280,10 +297,6 @@ def train(prepared: str | os.PathLike, out: str | os.PathLike, config: TrainConf
     atomic_write_json(staging / "metrics.json", metrics)
     plot_history(read_history(staging / "history.csv"), staging / "training_curves.png",
                  title=f"{config.model} ({config.loss})")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
 
 
 IDENTITY_FILE = "identity.json"
@@ -390,7 +403,8 @@ def plot_history(history: list[dict], path: Path | None = None, title: str = "")
         fig.suptitle(title)
     fig.tight_layout()
     if path:
-        fig.savefig(path, dpi=100)
+        from .report import write_figure
+        write_figure(fig, path, dpi=100)
         plt.close(fig)
     return fig
 

@@ -62,7 +62,7 @@ TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8, tile_size=32)
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
     """A tiny prepared set: 24 synthetic parts of 160x96 at half scale (80x48)."""
-    from scratch_utils.data import prepare
+    from scratch_utils.preparation import prepare
     from scratch_utils.synthetic import generate
     root = tmp_path_factory.mktemp("tiny")
     generate(root / "source", count=24, seed=1, width=160, height=96, workers=1, progress=False)

@@ -82,8 +82,9 @@ def test_rendered_notebook_is_clean_and_self_contained(path):
 
 def write_coco_and_pairs(aihub: Path, root: Path) -> dict:
     """The same parts as a COCO export and as images/ + masks/ folders."""
-    from scratch_utils import data
-    fmt, _, items, _ = data.discover(aihub)
+    from scratch_utils.masks import source_mask
+    from scratch_utils.sources import discover
+    fmt, _, items, _ = discover(aihub)
     assert fmt == "aihub"
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "scratch"}]}
     for k, item in enumerate(items, start=1):
@@ -96,7 +97,7 @@ def write_coco_and_pairs(aihub: Path, root: Path) -> dict:
         for polys in item.polygons:
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": k,
                                         "category_id": 1, "segmentation": polys, "iscrowd": 0})
-        mask = data.source_mask(item)
+        mask = source_mask(item)
         (root / "pairs" / "masks").mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / "pairs" / "masks" / f"{Path(name).stem}.png")
     (root / "coco" / "annotations.json").write_text(json.dumps(coco))

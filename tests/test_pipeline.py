@@ -8,7 +8,7 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 
 from scratch_utils.augment import AugmentConfig, JointAugment  # noqa: E402
-from scratch_utils.data import MANIFEST_FIELDS  # noqa: E402
+from scratch_utils.preparation import MANIFEST_FIELDS  # noqa: E402
 from scratch_utils.pipeline import make_dataset  # noqa: E402
 
 

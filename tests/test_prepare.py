@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from scratch_utils.data import (MANIFEST_FIELDS, PrepareError, assign_splits, fit_box,
-                                load_manifest, prepare)
+from scratch_utils.errors import PrepareError
+from scratch_utils.geometry import fit_box
+from scratch_utils.preparation import MANIFEST_FIELDS, assign_splits, load_manifest, prepare
 
 from conftest import defect, tree_digest, write_aihub_label, write_photo
 
@@ -328,7 +329,7 @@ def test_unusable_source_is_one_clear_error(tmp_path, case):
 
 def test_unreadable_source(tmp_path, monkeypatch):
     """Root reads any folder, so the permission check is exercised through os.access."""
-    import scratch_utils.data as data_module
+    import scratch_utils.preparation as data_module
     source = tmp_path / "src"
     source.mkdir()
     real_access = data_module.os.access
@@ -349,7 +350,7 @@ def test_cli_prepare_prints_a_summary(aihub_source, tmp_path):
 def test_supersampled_coverage_agrees_with_full_resolution_rasterising():
     from pycocotools import mask as mask_utils
 
-    from scratch_utils.data import polygon_coverage, raster_coverage
+    from scratch_utils.masks import polygon_coverage, raster_coverage
     rng = np.random.default_rng(0)
     for _ in range(20):
         centre = rng.uniform([100, 100], [1180, 620])

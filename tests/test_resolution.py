@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratch_utils.data import load_manifest, prepare
+from scratch_utils.preparation import load_manifest, prepare
 from scratch_utils.geometry import Geometry, pick_scale
 
 from conftest import defect, write_aihub_label, write_photo

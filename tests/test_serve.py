@@ -140,7 +140,7 @@ def test_pixel_budget_is_read_from_the_header_without_decoding(bomb, monkeypatch
 
     from PIL import ImageFile
 
-    from scratch_utils.data import open_photo
+    from scratch_utils.photos import open_photo
 
     def no_decoding(self):
         raise AssertionError("pixels were decoded")
@@ -181,7 +181,7 @@ def test_photo_over_the_pixel_budget_is_a_413_naming_size_and_limit(client, bomb
 def test_predict_and_prepare_skip_a_photo_over_the_budget_with_the_reason(run, bomb, tmp_path):
     from conftest import defect, write_aihub_label, write_photo
 
-    from scratch_utils.data import prepare
+    from scratch_utils.preparation import prepare
     from scratch_utils.predict import predict
     inputs = tmp_path / "in"
     write_photo(inputs / "ok.jpg", 160, 96)

@@ -81,7 +81,7 @@ def test_run_folder_contract(run):
 
 
 def test_neither_checkpoint_nor_operating_point_sees_the_test_split(prepared, tmp_path, monkeypatch):
-    import scratch_utils.data as data
+    import scratch_utils.preparation as data
     import scratch_utils.train as train_module
     events = []
     real_manifest, real_save = data.load_manifest, train_module.save_operating_point
@@ -94,7 +94,7 @@ def test_neither_checkpoint_nor_operating_point_sees_the_test_split(prepared, tm
         events.append("operating point saved")
         return real_save(run_dir, point)
 
-    for module in ("scratch_utils.data", "scratch_utils.train", "scratch_utils.evaluation",
+    for module in ("scratch_utils.preparation", "scratch_utils.train", "scratch_utils.evaluation",
                    "scratch_utils.pipeline"):
         monkeypatch.setattr(f"{module}.load_manifest", recording)
     monkeypatch.setattr(train_module, "save_operating_point", spy_save)
@@ -140,7 +140,7 @@ def test_predictor_threshold_decides(run):
 def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
     """`predict` and the app decode a JPEG as preparation does, so they and the notebooks
     agree on every part; a full-resolution decode would not be pixel-identical."""
-    from scratch_utils.data import load_manifest
+    from scratch_utils.preparation import load_manifest
     predictor = Predictor(run)
     differs_when_fully_decoded = 0
     for row in load_manifest(prepared)[:8]:
