@@ -194,6 +194,9 @@ def scores(predictions: SplitPredictions, threshold: float, min_area: int,
     return {
         **{key: float(curve[key][k]) for key in ("dice", "iou", "miou", "precision", "recall")},
         "dice_per_image": float(per_image["dice"].mean()), "iou_per_image": float(per_image["iou"].mean()),
+        # Per defective part: pooled scores weigh large scuffs most, this weighs every part once.
+        "dice_defective_parts": float(per_image["dice"][predictions.is_defective].mean())
+        if predictions.is_defective.any() else float("nan"),
         **tolerance_from_counts(pooled),
         **detection_rates(predictions.is_defective, called),
         "auroc": auroc(predictions.is_defective, predictions.image_scores),

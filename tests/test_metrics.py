@@ -145,6 +145,7 @@ def test_mask_threshold_is_chosen_for_dice_apart_from_the_decision_rule():
     result = scores(predictions, point.threshold, point.min_area, point.mask_threshold,
                     truths=truths_by_stem)
     assert result["dice"] == pytest.approx(8 / 9) and result["detection_rate"] == 1.0
+    assert result["dice_defective_parts"] == pytest.approx(0.5)   # the scratch 1.0, the faint part 0.0
     one_threshold = scores(predictions, 0.25, 1, truths=truths_by_stem)
     assert one_threshold["dice"] == pytest.approx(10 / 14)
 
