@@ -285,7 +285,8 @@ def _evaluate_and_record(prepared: Path, staging: Path, config: TrainConfig, val
     best = load_run_model(staging)
     point = choose_operating_point(sweep(validation.best))
     save_operating_point(staging, point)
-    config.extra = {**config.extra, **timing, "parameters": int(best.count_params())}
+    config.extra = {**config.extra, **timing, "parameters": int(best.count_params()),
+                    "run_format": RUN_FORMAT}
     atomic_write_json(staging / "config.json", asdict(config))
     test = sweep(predict_split(best, prepared, "test"))
     for split, predictions in (("val", validation.best), ("test", test)):
@@ -354,6 +355,10 @@ def _restore_progress(staging: Path, validation, keep_best: Path) -> float | Non
     return best["val_loss"]
 
 
+# What a run folder holds changed (2: the mask threshold apart from the decision rule); an
+# older run is trained again rather than reused with scores it does not have.
+RUN_FORMAT = 2
+
 # Fields that define what a run is; the rest (timings, paths) only describe it.
 RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
                 "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
@@ -370,7 +375,8 @@ def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbo
     if reuse and (out / "model.keras").is_file() and (out / "config.json").is_file():
         previous = load_run_config(out)
         wanted = asdict(config)
-        same = all(previous.get(key) == wanted[key] for key in RUN_IDENTITY)
+        same = (all(previous.get(key) == wanted[key] for key in RUN_IDENTITY)
+                and previous.get("extra", {}).get("run_format") == RUN_FORMAT)
         if same and Path(previous.get("prepared", "")) == Path(prepared) and "geometry" in previous:
             return out
     return train(prepared, out, config, overwrite=True, verbose=verbose)
