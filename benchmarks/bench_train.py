@@ -12,7 +12,6 @@ Both run in this process, in interleaved rounds; the best round of each is repor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
