@@ -178,7 +178,9 @@ def _training_commands(commands) -> None:
                     help="share of training tiles centred on a defect (default 0.5)")
     tr.add_argument("--tiles-per-epoch", dest="tiles_per_epoch", type=int,
                     help="default: one per training photo")
-    tr.add_argument("--early-stopping", dest="early_stopping", type=int, help="patience in epochs")
+    tr.add_argument("--early-stopping", dest="early_stopping", type=int, help="patience in validated epochs")
+    tr.add_argument("--validate-every", dest="validate_every", type=int,
+                    help="score the validation photos every n epochs and after the last (default: the profile's)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--deterministic", action="store_true", default=None)
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

@@ -58,7 +58,8 @@ class TrainConfig:
     defect_share: float = 0.5              # share of tiles centred on a defect pixel
     tiles_per_epoch: int = 0               # 0: one tile per training photo
     augment: bool = True
-    early_stopping: int = 0                # patience in epochs; 0 = off
+    early_stopping: int = 0                # patience in validated epochs; 0 = off
+    validate_every: int = 1                # score the validation photos every n epochs (and the last)
     seed: int = 0
     deterministic: bool = False
     threshold: float = 0.5                 # replaced by the operating point train chooses
@@ -113,24 +114,38 @@ def compile_model(model, loss: str, learning_rate, steps: int):
     return model
 
 
-def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None):
-    """A Keras callback: after each epoch: predict every validation photo whole, as ``predict`` does, and log
-    ``val_loss`` (the training loss over all their pixels, against the prepared masks) and
-    ``val_dice`` / ``val_precision`` / ``val_recall`` at threshold 0.5. Keeps the best
-    epoch's predictions, on which ``train`` then chooses the operating point.
+def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None, every: int = 1,
+                           epochs: int | None = None, checkpoint: Path | None = None,
+                           patience: int = 0):
+    """A Keras callback that scores the whole validation photos and keeps the best epoch.
 
-    Must come before ``ModelCheckpoint`` in the callback list: it writes the logs that the
-    checkpoint reads. With ``keep_best`` (an ``.npz`` path) the best predictions are also
-    written there, with their epoch and loss beside them, for a resumed run. (Built in a function so that importing this module loads no Keras.)
+    After every ``every``-th epoch and after the last of ``epochs``: predict every validation
+    photo whole, as ``predict`` does, and log ``val_loss`` (the training loss over all their
+    pixels, against the prepared masks) and ``val_dice`` / ``val_precision`` / ``val_recall`` at
+    threshold 0.5; the epochs in between log NaN, for the curves. Scoring whole photos costs as
+    much as a third of an epoch on a CPU, and with a learning rate that decays to zero the best
+    epoch is nearly always one of the last, so the CPU profile scores every other epoch.
+
+    On a lower ``val_loss`` it saves the model to ``checkpoint`` and keeps the predictions, on
+    which ``train`` then chooses the operating point; with ``keep_best`` (an ``.npz`` path)
+    they are also written there, with their epoch and loss beside them, for a resumed run.
+    ``patience`` > 0 stops training after that many scored epochs without improvement.
+    (Keras' ModelCheckpoint and EarlyStopping are not used: they take a first NaN for an
+    improvement and never improve on it again.) Built in a function so that importing this
+    module loads no Keras.
     """
     import keras
 
     from .evaluation import SplitPredictions, prepared_inputs
     from .losses import get_loss
 
+    if every < 1:
+        raise ValueError(f"validate_every must be at least 1, got {every}")
+
     class WholePhotoValidation(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
+            self.every, self.epochs = every, epochs
             self.prepared = Path(prepared)
             self.rows = load_manifest(self.prepared, "val")
             if not self.rows:
@@ -142,6 +157,7 @@ def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None):
                 self.inputs.append(((image * 255).round().astype(np.uint8), box))
                 mask = np.asarray(_open_mask(self.prepared, row["stem"]))
                 self.truth.append(mask[y0:y0 + h, x0:x0 + w] > 127)
+            self.stale = 0
             self.loss = get_loss(loss)
             self.best_loss, self.best = math.inf, None
 
@@ -152,7 +168,15 @@ def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None):
                 self.best = SplitPredictions(self.prepared, self.rows,
                                              [stored[row["stem"]] for row in self.rows])
 
+        def scores_after(self, epoch: int) -> bool:
+            return (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs
+
         def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            if not self.scores_after(epoch):
+                for key in ("val_loss", "val_dice", "val_precision", "val_recall"):
+                    logs[key] = math.nan  # CSVLogger keeps the columns; NaN never improves a checkpoint
+                return
             probabilities = []
             for image, (x0, y0, w, h) in self.inputs:
                 probability = probability_map(self.model, image.astype(np.float32) / 255.0)
@@ -162,19 +186,26 @@ def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None):
             value = float(self.loss(truth[None, :, None, None], predicted[None, :, None, None]))
             hits = predicted >= 0.5
             tp = float(np.sum(hits & (truth > 0)))
-            logs = logs if logs is not None else {}
             logs["val_loss"] = value
             logs["val_dice"] = 2 * tp / max(1.0, hits.sum() + truth.sum())
             logs["val_precision"] = tp / hits.sum() if hits.sum() else 1.0
             logs["val_recall"] = tp / truth.sum() if truth.sum() else 1.0
             if value < self.best_loss:
-                self.best_loss = value
+                self.best_loss, self.stale = value, 0
                 self.best = SplitPredictions(self.prepared, self.rows,
                                              [p.astype(np.float16) for p in probabilities])
+                if checkpoint is not None:    # written whole, then renamed: a kill leaves the last one
+                    partial = checkpoint.with_name(f"{checkpoint.stem}.partial.keras")
+                    self.model.save(partial)
+                    os.replace(partial, checkpoint)
                 if keep_best is not None:     # what a resumed run needs of this epoch
                     from .evaluation import save_predictions
                     save_predictions(self.best, keep_best)
                     atomic_write_json(keep_best.with_suffix(".json"), {"epoch": epoch, "val_loss": value})
+            else:
+                self.stale += 1
+                if patience and self.stale >= patience:
+                    self.model.stop_training = True
 
     return WholePhotoValidation()
 
@@ -235,14 +266,12 @@ def _fit(prepared: Path, staging: Path, config: TrainConfig, resumed: int, verbo
                             freeze_encoder=warmup > 0)
         compile_model(model, config.loss, config.learning_rate, steps * config.epochs)
     keep_best = staging / "predictions" / "val-best.npz"
-    validation = whole_photo_validation(prepared, config.loss, keep_best)
-    best_so_far = _restore_progress(staging, validation, keep_best) if resumed else None
-    callbacks = [validation,
-                 keras.callbacks.ModelCheckpoint(staging / "model.keras", monitor="val_loss",
-                                                 save_best_only=True, initial_value_threshold=best_so_far),
-                 keras.callbacks.CSVLogger(staging / "history.csv", append=True)]
-    if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping))
+    validation = whole_photo_validation(prepared, config.loss, keep_best, config.validate_every,
+                                        config.epochs, checkpoint=staging / "model.keras",
+                                        patience=config.early_stopping)
+    if resumed:
+        _restore_progress(staging, validation, keep_best)
+    callbacks = [validation, keras.callbacks.CSVLogger(staging / "history.csv", append=True)]
 
     def backup(phase: str):
         # One backup folder per phase: the fine-tuning phase has another optimizer.
@@ -362,7 +391,8 @@ RUN_FORMAT = 2
 # Fields that define what a run is; the rest (timings, paths) only describe it.
 RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
                 "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
-                "tile_size", "defect_share", "tiles_per_epoch", "augment", "early_stopping", "seed")
+                "tile_size", "defect_share", "tiles_per_epoch", "augment", "early_stopping",
+                "validate_every", "seed")
 
 
 def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbose: int = 2) -> Path:
@@ -392,13 +422,20 @@ def plot_history(history: list[dict], path: Path | None = None, title: str = "")
 
     epochs = [int(row["epoch"]) + 1 for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for key, label in (("loss", "training tiles"), ("val_loss", "validation photos (whole)")):
-        axes[0].plot(epochs, [row[key] for row in history], marker="o", label=label)
+
+    def plot(ax, key, label):
+        # Validation may be scored every few epochs only (NaN in between): plot the scored ones.
+        points = [(epoch, row[key]) for epoch, row in zip(epochs, history) if math.isfinite(row[key])]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+
+    plot(axes[0], "loss", "training tiles")
+    plot(axes[0], "val_loss", "validation photos (whole)")
     axes[0].set_title("loss")
     for key, label in (("val_dice", "val Dice"), ("val_precision", "val precision"),
                        ("val_recall", "val recall")):
         if key in history[0]:
-            axes[1].plot(epochs, [row[key] for row in history], marker="o", label=label)
+            plot(axes[1], key, label)
     axes[1].set_title("validation photos, defect pixels at threshold 0.5")
     axes[1].set_ylim(0, 1)
     for ax in axes:

@@ -280,3 +280,41 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_pa
     assert load_run_model(out).count_params() > 0
     assert not staging.exists() and not (out / "backup").exists()
     assert json.loads((out / "operating_point.json").read_text())["chosen_on"] == "val"
+
+
+def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_scored_epochs(prepared, tmp_path):
+    import math
+
+    import scratch_utils.train as train_module
+    from scratch_utils.train import read_history
+    run = train(prepared, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 5, "validate_every": 2}),
+                verbose=0)
+    history = read_history(run / "history.csv")
+    scored = [int(row["epoch"]) for row in history if math.isfinite(row["val_loss"])]
+    assert scored == [1, 3, 4], "every second epoch, and always the last"
+    assert all(math.isnan(row["val_dice"]) for row in history if int(row["epoch"]) in (0, 2))
+    assert json.loads((run / "config.json").read_text())["validate_every"] == 2
+    # The saved model is the epoch whose predictions chose the operating point (a scored one):
+    # Keras' ModelCheckpoint would have kept the unscored first epoch (NaN) for good.
+    from scratch_utils.evaluation import predict_split, run_predictions
+    again = predict_split(load_run_model(run), prepared, "val").probabilities
+    kept = run_predictions(run, "val").probabilities
+    assert all(np.allclose(a.astype(np.float32), k.astype(np.float32), atol=2e-3) for a, k in zip(again, kept))
+    with pytest.raises(ValueError, match="validate_every"):
+        train_module.whole_photo_validation(prepared, "bce", every=0)
+
+
+def test_early_stopping_counts_scored_epochs_only(prepared, tmp_path):
+    from scratch_utils.train import whole_photo_validation
+    callback = whole_photo_validation(prepared, "bce", every=2, epochs=9, checkpoint=tmp_path / "m.keras",
+                                      patience=1)
+    callback.set_model(models.unet(None, base_filters=4, depth=2))
+    callback.model.stop_training = False
+    callback.on_epoch_end(0, {})          # not scored: neither a checkpoint nor a stale epoch
+    assert not (tmp_path / "m.keras").exists() and not callback.model.stop_training
+    callback.on_epoch_end(1, {})          # scored, the first: the best so far
+    assert (tmp_path / "m.keras").exists() and not callback.model.stop_training
+    callback.on_epoch_end(2, {})
+    assert not callback.model.stop_training
+    callback.on_epoch_end(3, {})          # the same weights score the same: no improvement
+    assert callback.model.stop_training
