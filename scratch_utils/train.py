@@ -175,7 +175,7 @@ def whole_photo_validation(prepared, loss: str, keep_best: Path | None = None, e
             logs = logs if logs is not None else {}
             if not self.scores_after(epoch):
                 for key in ("val_loss", "val_dice", "val_precision", "val_recall"):
-                    logs[key] = math.nan  # CSVLogger keeps the columns; NaN never improves a checkpoint
+                    logs[key] = math.nan  # CSVLogger takes its columns from the first epoch's logs
                 return
             probabilities = []
             for image, (x0, y0, w, h) in self.inputs:
@@ -359,9 +359,10 @@ def _prepare_staging(staging: Path, identity: dict) -> int:
     return 0
 
 
-def _restore_progress(staging: Path, validation, keep_best: Path) -> float | None:
-    """Resume: history cut to the finished epochs, the best loss so far (for the checkpoint)
-    and the best validation predictions (for the operating point)."""
+def _restore_progress(staging: Path, validation, keep_best: Path) -> None:
+    """Resume: history cut to the finished epochs; the validation callback gets back the best
+    loss so far (so it checkpoints only a better epoch) and its predictions (for the
+    operating point)."""
     finished = max(_backed_up_epoch(staging, "warmup"), _backed_up_epoch(staging, "main"))
     history_path = staging / "history.csv"
     history = read_history(history_path) if history_path.is_file() else []
@@ -376,12 +377,10 @@ def _restore_progress(staging: Path, validation, keep_best: Path) -> float | Non
         history_path.unlink(missing_ok=True)
     best_file = keep_best.with_suffix(".json")
     if not (history and best_file.is_file() and keep_best.is_file()):
-        return None
+        return
     best = json.loads(best_file.read_text(encoding="utf-8"))
-    if best["epoch"] >= finished:
-        return None
-    validation.restore(best["val_loss"], keep_best)
-    return best["val_loss"]
+    if best["epoch"] < finished:
+        validation.restore(best["val_loss"], keep_best)
 
 
 # What a run folder holds changed (2: the mask threshold apart from the decision rule); an
@@ -438,7 +437,12 @@ def plot_history(history: list[dict], path: Path | None = None, title: str = "")
             plot(axes[1], key, label)
     axes[1].set_title("validation photos, defect pixels at threshold 0.5")
     axes[1].set_ylim(0, 1)
+    from matplotlib.ticker import MaxNLocator
     for ax in axes:
+        # Whole epochs on both panels, over the same range: a 2-epoch run with one scored
+        # epoch would otherwise get ticks at 1.2, 1.4, ... and a right panel of its own.
+        ax.set_xlim(0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.legend(frameon=False)
         ax.grid(alpha=0.3)
