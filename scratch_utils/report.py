@@ -342,6 +342,16 @@ def show_tiles(photos: dict, tiles: list[dict], tile_size: int):
     return fig
 
 
+def mask_caption(truth: np.ndarray, mask: np.ndarray) -> str:
+    """What a mask panel's title says: Dice against a defect; on a good part (nothing to
+    overlap, so Dice is only 1 or 0) how many pixels the mask covers, which may lie outside
+    the zoom. (The mask, not the part's pass/fail call: that rule has its own threshold.)"""
+    if truth.any():
+        return f"Dice {per_image_scores(truth, mask)['dice'][0]:.2f}"
+    masked = int(mask.sum())
+    return "empty mask" if not masked else f"{masked:,} px masked on a good part"
+
+
 def show_photo_predictions(photos: list, truths: list, predictions: dict, titles: list[str]):
     """Per part (rows): the whole photo with the truth (at the photo's own resolution), then a
     zoom on the defect for the truth and for each model's mask. ``predictions`` maps a model
@@ -359,9 +369,8 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
         axes[row, 1].imshow(overlay(photo[zoom], truth[zoom]), interpolation="nearest")
         axes[row, 1].set_title("ground truth (zoom)", fontsize=8)
         for col, (name, masks) in enumerate(predictions.items(), start=2):
-            dice = per_image_scores(truth, masks[row])["dice"][0]
             axes[row, col].imshow(overlay(photo[zoom], masks[row][zoom]), interpolation="nearest")
-            axes[row, col].set_title(f"{name}: Dice {dice:.2f}", fontsize=8)
+            axes[row, col].set_title(f"{name}: {mask_caption(truth, masks[row])}", fontsize=8)
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])

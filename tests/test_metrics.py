@@ -204,3 +204,11 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
             "| 90% / 25% (target missed) |") in table
     row["target_met_on_val"] = True
     assert "| 90% / 25% |" in markdown_table([row])
+
+
+def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():
+    from scratch_utils.report import mask_caption
+    empty = np.zeros((3, 3), bool)
+    assert mask_caption(T, P) == "Dice 0.50"
+    assert mask_caption(empty, empty) == "empty mask"
+    assert mask_caption(empty, P) == "2 px masked on a good part"   # not "Dice 0.00"
