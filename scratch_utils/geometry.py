@@ -90,12 +90,6 @@ class Geometry:
                    fit=values.get("fit") or "stretch")
 
 
-def fit_box(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
-    """Where a ``width`` x ``height`` photo lands in the ``size`` square: (w, h, x0, y0)."""
-    layout = Geometry(size=size, fit=fit).layout(width, height)
-    return layout.box_w, layout.box_h, layout.x0, layout.y0
-
-
 def pick_scale(narrowest_px: float | None, min_width_px: float = 1.0) -> float:
     """The smallest of :data:`AUTO_SCALES` at which a defect ``narrowest_px`` wide at source
     resolution is still ``min_width_px`` wide; 1.0 when nothing is known or nothing suffices."""

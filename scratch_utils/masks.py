@@ -7,15 +7,13 @@ pixel) keeps every pixel it touches, so no scratch is ever dropped or broken int
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .errors import ItemError
 from .geometry import polygon_area
-from .photos import to_rgb
+from .photos import read_mask_file
 from .sources import Item
 
 # A prepared mask pixel is "defect" when at least this share of it is covered at source
@@ -63,22 +61,6 @@ def source_rles(item: Item, width: int, height: int) -> list[dict]:
     """One COCO RLE per defect at source resolution (cheap: no pixels are decoded)."""
     return ([mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
              for polys in item.polygons] + list(item.rles))
-
-
-def read_mask_file(path: str, size: tuple[int, int]) -> np.ndarray:
-    try:
-        with Image.open(path) as mask_image:
-            if mask_image.size != size:   # from the header, before decoding
-                raise ItemError(f"image is {size[0]}x{size[1]} but its mask "
-                                f"{Path(path).name} is {mask_image.size[0]}x{mask_image.size[1]}")
-            mask_image.load()
-            values = np.asarray(to_rgb(mask_image).convert("L"))
-    except ItemError:
-        raise
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ItemError(f"cannot read mask {Path(path).name}: {exc}") from None
-    # 0/1 masks and 0/255 masks both occur; JPEG masks carry noise around 0 and 255.
-    return (values > (127 if values.max() > 1 else 0)).astype(np.uint8)
 
 
 def rle_json(rle: dict) -> dict:

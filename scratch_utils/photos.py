@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -15,6 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ItemError, PhotoTooLarge
 from .geometry import Geometry
 from .limits import DEFAULT_MAX_MEGAPIXELS, check_pixel_budget
+
+DEFECT_COLOUR = (1.0, 0.1, 0.6)  # magenta: stands out on every paint colour
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -77,6 +80,23 @@ def open_photo(path, geometry: Geometry | None = None,
         raise ItemError(f"cannot read image (corrupt or truncated?): {exc}") from None
 
 
+def read_mask_file(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A mask image as 0/1 uint8, checked to be ``size`` = (width, height) before decoding."""
+    try:
+        with Image.open(path) as handle:
+            if handle.size != size:   # from the header, before decoding
+                raise ItemError(f"image is {size[0]}x{size[1]} but its mask "
+                                f"{Path(path).name} is {handle.size[0]}x{handle.size[1]}")
+            handle.load()
+            values = np.asarray(to_rgb(handle).convert("L"))
+    except ItemError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ItemError(f"cannot read mask {Path(path).name}: {exc}") from None
+    # 0/1 masks and 0/255 masks both occur; JPEG masks carry noise around 0 and 255.
+    return (values > (127 if values.max() > 1 else 0)).astype(np.uint8)
+
+
 def model_input_image(photo: Image.Image, layout) -> Image.Image:
     """The photo resized into its layout's box on the canvas: what ``prepare`` writes and
     what ``predict`` and the app feed the model (one function, so they never disagree)."""
@@ -97,3 +117,22 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55,
+            colour=DEFECT_COLOUR) -> np.ndarray:
+    """The photo with the defect mask painted on it (float RGB in [0, 1])."""
+    image = np.asarray(image, dtype=np.float32)
+    image = image / 255.0 if image.max() > 1.0 else image
+    weight = (np.asarray(mask, dtype=np.float32) > 0)[..., None] * alpha
+    return image * (1 - weight) + weight * np.asarray(colour, dtype=np.float32)
+
+
+def overlay_image(photo: Image.Image, mask: np.ndarray) -> Image.Image:
+    """:func:`overlay` as an 8-bit RGB image: what ``predict`` writes and the app returns."""
+    return Image.fromarray((overlay(np.asarray(photo), mask) * 255).astype(np.uint8))
+
+
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """A boolean mask as an 8-bit 0/255 greyscale image."""
+    return Image.fromarray(np.asarray(mask, dtype=np.uint8) * np.uint8(255))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 
@@ -24,52 +23,16 @@ import numpy as np
 from PIL import Image
 
 from .errors import ItemError
-from .files import atomic_write_bytes, atomic_write_text, is_within
-from .geometry import Geometry
+from .files import atomic_write_bytes, atomic_write_text, is_within, list_images
 from .limits import DEFAULT_MAX_MEGAPIXELS
 from .metrics import called_defective, largest_region
-from .photos import model_input_image, open_photo, png_bytes
-from .sources import list_images
+from .photos import mask_image, model_input_image, open_photo, overlay_image, png_bytes
+from .runs import load_operating_point, load_run_config, load_run_model, run_geometry
 
 STRIDE = 16                 # every model pools four times
 WHOLE_PHOTO_PIXELS = 2**21  # above ~2 MP of model input, predict tile by tile
 TILE_CORE = 1024
 TILE_MARGIN = 192           # > the receptive-field radius of every model here (~170 px)
-
-
-def load_run_model(run: str | os.PathLike):
-    """The run's model, loaded in Keras safe mode (no lambdas, no pickled code)."""
-    import keras
-
-    from . import losses, models  # noqa: F401 - registers the custom classes
-    path = Path(run) / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run} a run folder made by `train`?")
-    return keras.saving.load_model(path, safe_mode=True, compile=False)
-
-
-def load_run_config(run: str | os.PathLike) -> dict:
-    """The run's config; the operating point ``train`` chose on validation data
-    (``operating_point.json``) sets the mask threshold and the decision rule (threshold and
-    minimum defect region)."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run} a run folder made by `train`?")
-    config = json.loads(path.read_text(encoding="utf-8"))
-    point_file = Path(run) / "operating_point.json"
-    if point_file.is_file():
-        point = json.loads(point_file.read_text(encoding="utf-8"))
-        config["threshold"], config["min_area"] = point["threshold"], point["min_area"]
-        config["mask_threshold"] = point.get("mask_threshold")
-    if config.get("mask_threshold") is None:
-        config["mask_threshold"] = config["threshold"]
-    return config
-
-
-def run_geometry(config: dict) -> Geometry:
-    if "geometry" in config:
-        return Geometry.from_dict(config["geometry"])
-    return Geometry(size=config["image_size"], fit=config.get("fit", "stretch"))  # older runs
 
 
 def _pad_to_stride(image: np.ndarray) -> np.ndarray:
@@ -124,21 +87,19 @@ class Predictor:
     """A run's model with its geometry and operating point: the same mask and the same
     pass/fail call for ``predict``, ``evaluate``, the notebooks and the app.
 
-    The mask shows pixels at or above ``mask_threshold``; a part is called defective when one
-    connected region at or above ``threshold`` has ``min_area`` pixels (at model resolution).
-    A ``threshold`` given here overrides both thresholds. Photos over ``max_megapixels``
-    (read from the header) are refused before decoding."""
+    The mask shows pixels at or above the point's ``mask_threshold``; a part is called
+    defective when one connected region at or above its ``decision_threshold`` has
+    ``min_region`` pixels (at model resolution). Each keyword given here overrides the one
+    value it names (:meth:`scratch_utils.runs.OperatingPoint.with_overrides`). Photos over
+    ``max_megapixels`` (read from the header) are refused before decoding."""
 
-    def __init__(self, run: str | os.PathLike, threshold: float | None = None,
-                 min_area: int | None = None, model=None,
-                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
+    def __init__(self, run: str | os.PathLike, mask_threshold: float | None = None,
+                 decision_threshold: float | None = None, min_region: int | None = None,
+                 model=None, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
         self.run = Path(run)
-        self.config = load_run_config(run)
+        self.geometry = run_geometry(load_run_config(run))
+        self.point = load_operating_point(run).with_overrides(mask_threshold, decision_threshold, min_region)
         self.model = model if model is not None else load_run_model(run)
-        self.geometry = run_geometry(self.config)
-        self.threshold = float(self.config["threshold"] if threshold is None else threshold)
-        self.mask_threshold = float(self.config["mask_threshold"] if threshold is None else threshold)
-        self.min_area = int(self.config["min_area"] if min_area is None else min_area)
         self.max_megapixels = max_megapixels
 
     def open(self, source) -> tuple[Image.Image, Image.Image]:
@@ -175,11 +136,12 @@ class Predictor:
         x, layout = self.model_input(model_photo or photo, (width, height))
         probability = probability_map(self.model, x)
         content = probability[layout.y0:layout.y0 + layout.box_h, layout.x0:layout.x0 + layout.box_w]
-        model_mask = content >= self.mask_threshold
-        region = largest_region(content >= self.threshold)
+        point = self.point
+        model_mask = content >= point.mask_threshold
+        region = largest_region(content >= point.decision_threshold)
         full = resize_probability(content, (width, height))
-        mask = full >= self.mask_threshold
-        return {"probability": full, "mask": mask, "defective": bool(called_defective(region, self.min_area)),
+        mask = full >= point.mask_threshold
+        return {"probability": full, "mask": mask, "defective": bool(called_defective(region, point.min_region)),
                 "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
                 "largest_region_pixels": region, "model_mask": model_mask,
                 "scale": (width / layout.box_w, height / layout.box_h)}
@@ -196,19 +158,20 @@ def _inputs(path: Path) -> list[Path]:
 PREDICTION_FIELDS = ["stem", "source", "defective", "defect_area_share", "max_probability"]
 
 
-def predict(run, inputs, out, threshold: float | None = None, progress: bool = True,
-            max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> dict:
+def predict(run, inputs, out, progress: bool = True,
+            max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, **overrides) -> dict:
     """Masks (0/255, the photo's own size), overlays and ``predictions.csv`` for photos;
-    unreadable photos and photos over ``max_megapixels`` are skipped with the reason."""
+    unreadable photos and photos over ``max_megapixels`` are skipped with the reason.
+    ``overrides`` (``mask_threshold``, ``decision_threshold``, ``min_region``) replace the
+    run's values they name."""
     from tqdm.auto import tqdm
 
-    from .report import mask_image, overlay_image
     inputs, out = Path(inputs), Path(out)
     source_dir = inputs if inputs.is_dir() else inputs.parent
     if is_within(out, source_dir):
         raise ValueError(f"the output folder {out} is inside the input folder {source_dir}; "
                          f"choose a folder outside it (inputs are never written to)")
-    predictor = Predictor(run, threshold, max_megapixels=max_megapixels)
+    predictor = Predictor(run, max_megapixels=max_megapixels, **overrides)
     paths = _inputs(inputs)
     rows, skipped = [], []
     for path in tqdm(paths, desc="predicting", unit="img", disable=not progress or len(paths) < 20):

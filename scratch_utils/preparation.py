@@ -4,7 +4,8 @@ contract every later step reads (notebook 01, ``python -m scratch_utils prepare`
 Output contract (``DIR``): ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (L, 0/255), both at
 the working geometry (:mod:`scratch_utils.geometry`: a scale of the photo's own resolution by
 default, chosen so the narrowest defect stays a pixel wide; the 128-px square on request),
-``coco.json`` (defect polygons at source resolution), ``manifest.csv`` and ``report.json``.
+``coco.json`` (defect polygons at source resolution), ``manifest.csv`` and ``preparation.json`` (settings, counts, skipped files); read them back with
+:class:`scratch_utils.prepared.Prepared`.
 
 Nothing under SOURCE is ever written, moved or deleted; outputs are written atomically;
 a re-run only prepares what is new or changed.
@@ -18,7 +19,6 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_
 from .geometry import Geometry, pick_scale
 from .limits import DEFAULT_MAX_MEGAPIXELS
 from .masks import MIN_COVERAGE, defect_width, mask_width, prepared_mask, rle_json
+from .parallel import parallel_map
 from .photos import model_input_image, open_photo, png_bytes
+from .prepared import MANIFEST, SUMMARY
 from .sources import FORMATS, Item, discover, scan_source
 
 MANIFEST_FIELDS = ["stem", "source_image", "label_file", "quality", "width", "height",
@@ -187,24 +189,24 @@ def _run(todo: list, settings: Settings, out: Path, workers: int, progress: bool
          new_state: dict, skipped: list) -> None:
     """Prepare the items of ``todo`` on ``workers`` processes into ``new_state``; failures
     go to ``skipped`` with their reason."""
-    from tqdm.auto import tqdm
     tasks = [(item, settings, str(out)) for item, _ in todo]
-    bar = tqdm(total=len(tasks), desc="preparing", unit="img", disable=not progress or len(tasks) < 50)
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(tasks) >= 32 else None
-    results = pool.map(_prepare_task, tasks, chunksize=16) if pool else map(_prepare_task, tasks)
-    try:
-        for (item, signature), result in zip(todo, results):
-            bar.update()
-            if "error" in result:
-                skipped.append({"file": item.source_image, "reason": result["error"]})
-                continue
-            new_state[item.stem] = {"signature": signature, "row": result["row"],
-                                    "annotations": result["annotations"],
-                                    "warnings": result["warnings"]}
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown()
+    results = parallel_map(_prepare_task, tasks, workers, desc="preparing", unit="img",
+                           progress=progress and len(tasks) >= 50, min_tasks=32, chunksize=16)
+    for (item, signature), result in zip(todo, results):
+        if "error" in result:
+            skipped.append({"file": item.source_image, "reason": result["error"]})
+            continue
+        new_state[item.stem] = {"signature": signature, "row": result["row"],
+                                "annotations": result["annotations"], "warnings": result["warnings"]}
+
+
+def _counts(scan, items: list, todo: list, state: dict, rows: list[dict], skipped: list) -> dict:
+    qualities, splits = Counter(r["quality"] for r in rows), Counter(r["split"] for r in rows)
+    return {"images_found": len(scan.images), "labels_found": len(scan.jsons),
+            "prepared": sum(1 for item, _ in todo if item.stem in state),
+            "up_to_date": len(items) - len(todo), "total": len(rows), "skipped": len(skipped),
+            "good": qualities.get("good", 0), "defective": qualities.get("defective", 0),
+            **{name: splits.get(name, 0) for name in ("train", "val", "test")}}
 
 
 def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto",
@@ -212,7 +214,8 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
             size: int | None = None, fit: str = "stretch", split=(0.8, 0.1, 0.1), seed: int = 0,
             workers: int | None = None, progress: bool = True,
             max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> dict:
-    """Prepare SOURCE into OUT (see the module docstring); returns the report dict.
+    """Prepare SOURCE into OUT (see the module docstring); returns the summary, also written
+    to ``preparation.json``.
 
     Geometry: by default (``scale="auto"``) photos keep their aspect ratio and are scaled so
     the narrowest defects stay about a pixel wide (:func:`estimate_scale`); ``scale=0.5``
@@ -220,7 +223,7 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     every photo into the 128-px square (``fit`` stretch or pad), the course's baseline.
 
     Raises PrepareError when SOURCE cannot be used at all; bad individual files (and photos
-    over ``max_megapixels``, checked from their headers) are skipped and listed in the report
+    over ``max_megapixels``, checked from their headers) are skipped and listed in the summary
     with the reason.
     """
     started = time.perf_counter()
@@ -250,18 +253,13 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     _write_outputs(out, rows, new_state, source)
     atomic_write_json(out / STATE_FILE, new_state, indent=None)
     seconds = time.perf_counter() - started
-    counts, splits = Counter(r["quality"] for r in rows), Counter(r["split"] for r in rows)
-    report = {
+    summary = {
         "source": str(source), "out": str(out.resolve()), "format": detected,
         "settings": geometry.as_dict() | {"min_coverage": settings.min_coverage,
                                           "split": list(split), "seed": seed,
                                           "max_megapixels": max_megapixels,
                                           "scale_estimate": estimate},
-        "counts": {"images_found": len(scan.images), "labels_found": len(scan.jsons),
-                   "prepared": sum(1 for item, _ in todo if item.stem in new_state),
-                   "up_to_date": len(items) - len(todo), "total": len(rows), "skipped": len(skipped),
-                   "good": counts.get("good", 0), "defective": counts.get("defective", 0),
-                   **{name: splits.get(name, 0) for name in ("train", "val", "test")}},
+        "counts": _counts(scan, items, todo, new_state, rows, skipped),
         "skipped": skipped,
         "warnings": [w for item in items if item.stem in new_state
                      for w in new_state[item.stem].get("warnings", [])],
@@ -269,8 +267,8 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
         "images_per_second": round(len(todo) / seconds, 1) if todo else None,
         "workers": workers,
     }
-    atomic_write_json(out / "report.json", report)
-    return report
+    atomic_write_json(out / SUMMARY, summary)
+    return summary
 
 
 def estimate_scale(items: list[Item], min_width_px: float = MIN_DEFECT_WIDTH_PX,
@@ -303,21 +301,12 @@ def estimate_scale(items: list[Item], min_width_px: float = MIN_DEFECT_WIDTH_PX,
             "defects_measured": len(widths)}
 
 
-def prepared_geometry(prepared: str | os.PathLike) -> Geometry:
-    """The geometry a prepared folder was made with (from its ``report.json``)."""
-    report = json.loads((Path(prepared) / "report.json").read_text(encoding="utf-8"))
-    settings = report["settings"]
-    if "scale" not in settings and "size" in settings:  # folders from before scale mode
-        return Geometry(size=settings["size"], fit=settings.get("fit", "stretch"))
-    return Geometry.from_dict(settings)
-
-
 def _write_outputs(out: Path, rows: list[dict], state: dict, source: Path) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out / "manifest.csv", text.getvalue())
+    atomic_write_text(out / MANIFEST, text.getvalue())
 
     images, annotations = [], []
     for image_id, row in enumerate(rows, start=1):
@@ -331,17 +320,3 @@ def _write_outputs(out: Path, rows: list[dict], state: dict, source: Path) -> No
             "images": images, "annotations": annotations,
             "categories": [{"id": 1, "name": "scratch", "supercategory": "defect"}]}
     atomic_write_json(out / "coco.json", coco, indent=None)
-
-
-def load_manifest(prepared: str | os.PathLike, split: str | None = None) -> list[dict]:
-    """Rows of ``manifest.csv`` (numbers parsed), optionally of one split."""
-    path = Path(prepared) / "manifest.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python -m scratch_utils prepare` first")
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["width"], row["height"] = int(row["width"]), int(row["height"])
-        row["defect_share"] = float(row["defect_share"])
-        row["n_defects"] = int(row["n_defects"])
-    return [r for r in rows if split is None or r["split"] == split]

@@ -142,10 +142,11 @@ def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
     With ``source=None`` the profile's synthetic AIHub-format set is generated first
     (``data/<profile>/synthetic``); with a folder of your own it is prepared instead, by
     the same code. The geometry is the automatic working scale, or with ``square=128`` the
-    128-px squash (the baseline). Returns :func:`prepared_folder`.
+    128-px squash (the baseline). Returns the folder (:func:`prepared_folder`), opened.
     """
     from . import synthetic
     from .preparation import prepare
+    from .prepared import Prepared
 
     profile = get_profile(profile) if not hasattr(profile, "name") else profile
     if source is None:
@@ -157,4 +158,4 @@ def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
     else:
         out = prepared_folder(profile, source, square)
     prepare(Path(source).expanduser(), out, fmt=fmt, size=square, progress=progress)
-    return out
+    return Prepared.open(out)

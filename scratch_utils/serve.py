@@ -24,7 +24,6 @@ at once instead of piling up; ``/healthz`` never waits for the model.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import threading
@@ -34,18 +33,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from flask import Flask, Request, jsonify, request
+from flask import Flask, Request, jsonify, make_response, render_template, request
 from PIL import Image
-
 from scipy import ndimage
 
 from .errors import ItemError, PhotoTooLarge
 from .files import atomic_write_bytes
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
 from .metrics import EIGHT_NEIGHBOURS
-from .photos import png_bytes
+from .photos import mask_image, overlay_image, png_bytes
 from .predict import Predictor
-from .report import mask_image, overlay_image
 
 UPLOAD_FIELD = "file"
 DEFAULT_MAX_UPLOAD_MB = 10
@@ -96,11 +93,10 @@ class MaskService:
     average of the measured ones); a request that would wait longer than ``max_wait_s`` is
     refused before its photo is decoded, so a burst costs neither memory nor CPU."""
 
-    def __init__(self, run, threshold=None, min_area=None,
-                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
-                 max_wait_s: float = DEFAULT_MAX_WAIT_S):
+    def __init__(self, run, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+                 max_wait_s: float = DEFAULT_MAX_WAIT_S, **overrides):
         self.run = Path(run)
-        self.predictor = Predictor(run, threshold, min_area, max_megapixels=max_megapixels)
+        self.predictor = Predictor(run, max_megapixels=max_megapixels, **overrides)
         self.lock = threading.Lock()  # one inference at a time: the CPU is the bottleneck anyway
         self.max_wait_s = float(max_wait_s)
         self._state = threading.Lock()
@@ -151,46 +147,18 @@ class MaskService:
             self.seconds_per_photo = (seconds if not self.seconds_per_photo
                                       else 0.8 * self.seconds_per_photo + 0.2 * seconds)
         width, height = photo.size
-        p = self.predictor
+        point = self.predictor.point
         boxes = defect_boxes(result["model_mask"], *result["scale"])
         return {"verdict": "defective" if result["defective"] else "good",
                 "defective": bool(result["defective"]),
                 "defect_area_share": round(result["defect_area_share"], 6),
                 "max_probability": round(result["max_probability"], 4),
                 "boxes": boxes, "width": width, "height": height,
-                "mask_threshold": p.mask_threshold, "threshold": p.threshold,
-                "min_area": p.min_area, "largest_region_pixels": result["largest_region_pixels"],
+                "mask_threshold": point.mask_threshold, "decision_threshold": point.decision_threshold,
+                "min_region": point.min_region, "largest_region_pixels": result["largest_region_pixels"],
                 "model": self.run.name,
                 "mask_png_base64": _png_base64(mask_image(result["mask"])),
                 "overlay_png_base64": _png_base64(overlay_image(photo, result["mask"]))}
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Paint scratch check</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
- .pair {{ display: flex; gap: 1.5rem; flex-wrap: wrap; }}
- figure {{ margin: 0; }} img {{ width: min(44vw, 720px); height: auto; border: 1px solid #ccc; }}
- .defective {{ color: #b0004e; }} .good {{ color: #1d7a3a; }} .error {{ color: #b00020; }}
-</style></head>
-<body>
-<h1>Paint scratch check</h1>
-<p>Upload a photo of a painted part: the model ({model}) masks the scratch in magenta.</p>
-<form method="post" enctype="multipart/form-data">
- <input type="file" name="file" accept="image/*" required>
- <button type="submit" id="submit">Check</button>
-</form>
-{result}
-</body></html>"""
-
-RESULT = """<h2 id="verdict" class="{verdict}">{verdict_text}</h2>
-<p>Defect area: {share:.2f}% of the photo; {n_boxes} region(s) masked at {mask_threshold:.2f}.
-A part is called defective when one region above {threshold:.2f} has {min_area} px or more (at model resolution).</p>
-<div class="pair">
- <figure><img id="photo" alt="uploaded photo" src="data:image/png;base64,{photo}"><figcaption>photo</figcaption></figure>
- <figure><img id="overlay" alt="scratch masked" src="data:image/png;base64,{overlay}"><figcaption>scratch masked</figcaption></figure>
-</div>"""
 
 
 def _error(status: int, message: str, **details):
@@ -229,42 +197,35 @@ def _error_pages(app: Flask, max_upload_mb: float) -> None:
     app.register_error_handler(500, lambda _: _error(500, "internal error while analysing the photo"))
 
 
-def _page_view(app: Flask, service: MaskService, upload_bytes):
-    """GET /: the upload form; POST /: the photo, the verdict and the scratch masked."""
+def _page_view(service: MaskService, upload_bytes):
+    """GET /: the upload form; POST /: the photo, the verdict and the scratch masked
+    (``templates/page.html``, escaped by Jinja)."""
     def page():
-        result = ""
-        if request.method == "POST":
-            try:
-                data = upload_bytes()
-                with service.admitted():
-                    photos = service.read_upload(data)
-                    answer = service.analyse(*photos)
-                result = RESULT.format(
-                    verdict=answer["verdict"],
-                    verdict_text="Defective: scratch found" if answer["defective"] else "Good: no scratch found",
-                    share=100 * answer["defect_area_share"], n_boxes=len(answer["boxes"]),
-                    mask_threshold=answer["mask_threshold"], threshold=answer["threshold"],
-                    min_area=answer["min_area"], photo=_png_base64(photos[0]), overlay=answer["overlay_png_base64"])
-            except (ValueError, PhotoTooLarge, ServiceBusy) as exc:
-                status = (400 if isinstance(exc, ValueError)
-                          else 413 if isinstance(exc, PhotoTooLarge) else 503)
-                result = f'<p id="error" class="error">{html.escape(str(exc))}</p>'
-                page_response = app.make_response(
-                    (PAGE.format(model=html.escape(service.run.name), result=result), status))
-                if isinstance(exc, ServiceBusy):
-                    page_response.headers["Retry-After"] = str(exc.retry_after)
-                return page_response
-        return PAGE.format(model=html.escape(service.run.name), result=result)
+        context = {"model": service.run.name}
+        if request.method != "POST":
+            return render_template("page.html", **context)
+        try:
+            data = upload_bytes()
+            with service.admitted():
+                photos = service.read_upload(data)
+                answer = service.analyse(*photos)
+            return render_template("page.html", answer=answer, photo=_png_base64(photos[0]), **context)
+        except (ValueError, PhotoTooLarge, ServiceBusy) as exc:
+            status = 400 if isinstance(exc, ValueError) else 413 if isinstance(exc, PhotoTooLarge) else 503
+            response = make_response(render_template("page.html", error=str(exc), **context), status)
+            if isinstance(exc, ServiceBusy):
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
     return page
 
 
-def create_app(run, threshold: float | None = None, min_area: int | None = None,
-               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+def create_app(run, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
                max_wait_s: float = DEFAULT_MAX_WAIT_S,
-               save_uploads: str | Path | None = None) -> Flask:
-    """The Flask app for one run folder; the model is loaded here, once."""
-    service = MaskService(run, threshold, min_area, max_megapixels, max_wait_s)
+               save_uploads: str | Path | None = None, **overrides) -> Flask:
+    """The Flask app for one run folder; the model is loaded here, once. ``overrides``
+    (``mask_threshold``, ``decision_threshold``, ``min_region``) replace the run's values."""
+    service = MaskService(run, max_megapixels, max_wait_s, **overrides)
     app = Flask(__name__)
     app.extensions["mask_service"] = service
     app.request_class = InMemoryRequest
@@ -277,8 +238,7 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
     def healthz():
         p = service.predictor
         return jsonify({"status": "ok", "model": service.run.name,
-                        "geometry": p.geometry.describe(), "mask_threshold": p.mask_threshold,
-                        "threshold": p.threshold, "min_area": p.min_area,
+                        "geometry": p.geometry.describe(), "operating_point": p.point.as_dict(),
                         "max_megapixels": p.max_megapixels, "max_wait_s": service.max_wait_s,
                         "in_flight": service.in_flight})
 
@@ -293,7 +253,7 @@ def create_app(run, threshold: float | None = None, min_area: int | None = None,
         except (PhotoTooLarge, ServiceBusy) as exc:
             return _refused(exc)
 
-    app.add_url_rule("/", "page", _page_view(app, service, upload_bytes), methods=["GET", "POST"])
+    app.add_url_rule("/", "page", _page_view(service, upload_bytes), methods=["GET", "POST"])
     return app
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from . import QUALITY_DEFECTIVE, QUALITY_GOOD
 from .files import atomic_write_bytes, atomic_write_json
 from .geometry import polygon_area
+from .parallel import parallel_map
 
 GOOD_FRACTION = 0.4
 
@@ -354,23 +354,8 @@ def generate(out: str | os.PathLike, count: int = 600, seed: int = 0, width: int
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     specs = [(PartSpec(i, seed, width, height), str(out), quality) for i in range(count)]
-    workers = workers or os.cpu_count() or 1
-    from tqdm.auto import tqdm
-    bar = tqdm(total=count, desc="synthesising parts", unit="part", disable=not progress)
-    defective = 0
-    if workers == 1:
-        results = map(_write_part, specs)
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_write_part, specs, chunksize=8)
-    try:
-        for is_defective in results:
-            defective += bool(is_defective)
-            bar.update()
-    finally:
-        bar.close()
-        if workers != 1:
-            pool.shutdown()
+    defective = sum(parallel_map(_write_part, specs, workers, desc="synthesising parts", unit="part",
+                                 progress=progress, min_tasks=2, chunksize=8))
     summary = {"out": str(out), "count": count, "defective": defective,
                "good": count - defective, "seed": seed, "width": width, "height": height}
     return summary

@@ -1,7 +1,9 @@
-"""Each notebook the way Colab runs it: the package built as a wheel and installed into a fresh
-virtual environment outside the checkout, the notebook copied alone into an empty folder,
-executed in the smoke profile; its data goes where a pip install puts it (``~/scratch_data``),
-never into the checkout.
+"""Each notebook the way Colab runs it, under nbval: the package built as a wheel and installed
+into a fresh virtual environment outside the checkout, the notebook copied alone into an empty
+folder and executed by ``pytest --nbval-lax`` in the smoke profile (cells tagged
+``nbval-check-output`` must print what the committed notebook shows); its data goes where a pip
+install puts it (``~/scratch_data``), never into the checkout. This is the one run of each
+notebook in ``make test``.
 
 Colab comes with TensorFlow, Keras, NumPy, Pillow, matplotlib and Jupyter installed; the
 fresh environment gets the same by seeing this environment's packages (a ``.pth`` line: not
@@ -16,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-EXECUTE = """
-import sys, nbformat
-from nbclient import NotebookClient
-nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
-nbformat.write(nb, sys.argv[1])
-"""
+NBVAL = ["-m", "pytest", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=900",
+         "-p", "no:cacheprovider", "-q", "-o", "addopts="]
 
 
 def run(command, **kwargs):
@@ -65,7 +63,8 @@ def test_notebook_runs_alone_from_the_installed_package(colab_python, notebook, 
     env.update(HOME=str(home), SCRATCH_PROFILE="smoke", TF_CPP_MIN_LOG_LEVEL="3",
                MPLBACKEND="agg", PATH=f"{colab_python.parent}:{env.get('PATH', '')}")
     before = data_files()
-    run([str(colab_python), "-c", EXECUTE, notebook.name], cwd=folder, env=env, timeout=1500)
+    result = run([str(colab_python), *NBVAL, notebook.name], cwd=folder, env=env, timeout=1500)
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
     assert data_files() == before, "the notebook wrote into the checkout"
     assert (home / "scratch_data" / "smoke").is_dir(), "data goes where a pip install puts it"
     assert sorted(p.name for p in folder.iterdir()) == [notebook.name], "nothing but the notebook here"

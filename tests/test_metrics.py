@@ -1,71 +1,108 @@
-"""Metrics on tiny masks whose answers are computed by hand."""
+"""Scores on tiny masks whose answers are computed by hand, through the functions the course
+runs (:mod:`scratch_utils.evaluation` at photo resolution, the formulas of :mod:`scratch_utils.metrics`)."""
 import numpy as np
 import pytest
 
 from scratch_utils import metrics
+from scratch_utils.evaluation import THRESHOLDS, SplitPredictions, pixel_scores, scores, sweep, tolerance_scores
+from scratch_utils.runs import OperatingPoint
 
 T = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]], bool)
 P = np.array([[0, 1, 1], [0, 0, 0], [0, 0, 0]], bool)  # TP 1, FP 1, FN 1, TN 6
 
 
+def split_predictions(truths, probabilities, thresholds=None):
+    """SplitPredictions over in-memory arrays (model and photo resolution the same), swept."""
+    predictions = SplitPredictions(None, rows_of(truths), [np.asarray(p, np.float32) for p in probabilities],
+                                   tuple(thresholds or THRESHOLDS))
+    return sweep(predictions, truths=truth_of(truths))
+
+
+def rows_of(truths):
+    return [{"stem": str(k), "quality": "defective" if np.any(t) else "good"} for k, t in enumerate(truths)]
+
+
+def truth_of(truths):
+    return lambda stem: np.asarray(truths[int(stem)], bool)
+
+
+def masks_as_probabilities(truths, masks):
+    """Masks given as probabilities 0 / 1, unswept (pixel_scores sweeps its own threshold)."""
+    return SplitPredictions(None, rows_of(truths), [np.asarray(m, np.float32) for m in masks])
+
+
+def at(threshold, min_region=1):
+    return OperatingPoint(mask_threshold=threshold, decision_threshold=threshold, min_region=min_region)
+
+
 def test_three_by_three_case():
-    scores = metrics.pixel_scores(T, P)
-    assert scores["iou"] == pytest.approx(1 / 3)
-    assert scores["dice"] == pytest.approx(1 / 2)
-    assert scores["precision"] == pytest.approx(1 / 2) and scores["recall"] == pytest.approx(1 / 2)
-    assert scores["miou"] == pytest.approx((1 / 3 + 6 / 8) / 2)
+    result = pixel_scores(masks_as_probabilities([T], [P]), 0.5, truth_of([T]))
+    assert result["iou"] == pytest.approx(1 / 3)
+    assert result["dice"] == pytest.approx(1 / 2)
+    assert result["precision"] == pytest.approx(1 / 2) and result["recall"] == pytest.approx(1 / 2)
+    assert result["miou"] == pytest.approx((1 / 3 + 6 / 8) / 2)
 
 
 def test_empty_masks_follow_the_stated_rule():
     empty = np.zeros((3, 3), bool)
-    per_image = metrics.per_image_scores(np.stack([empty, empty, T]), np.stack([empty, T, T]))
-    assert per_image["dice"].tolist() == [1.0, 0.0, 1.0]
-    pooled = metrics.pixel_scores(np.stack([empty, T]), np.stack([empty, T]))
+    truths = [empty, empty, T]
+    result = scores(split_predictions(truths, [empty, T, T]), at(0.5), truth_of(truths))
+    assert result["dice_per_image"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)   # good & empty counts 1
+    pooled = pixel_scores(masks_as_probabilities([empty, T], [empty, T]), 0.5, truth_of([empty, T]))
     assert pooled["dice"] == 1.0 and pooled["iou"] == 1.0
-    nothing = metrics.pixel_scores(empty, empty)
+    nothing = pixel_scores(masks_as_probabilities([empty], [empty]), 0.5, truth_of([empty]))
     assert nothing["precision"] == 1.0 and nothing["recall"] == 1.0
 
 
 def test_tolerance_f1_forgives_a_one_pixel_offset_only_within_tolerance():
-    true = np.zeros((1, 9, 9), bool)
-    true[0, 4, 1:8] = True
-    shifted = np.roll(true, 1, axis=1)  # the scratch, one pixel lower
-    assert metrics.pixel_scores(true, shifted)["dice"] == 0.0
-    assert metrics.tolerance_scores(true, shifted, tolerance=2)["tolerance_f1"] == 1.0
-    far = np.roll(true, 3, axis=1)
-    assert metrics.tolerance_scores(true, far, tolerance=2)["tolerance_f1"] == 0.0
+    true = np.zeros((9, 9), bool)
+    true[4, 1:8] = True
+    shifted = np.roll(true, 1, axis=0)  # the scratch, one pixel lower
+    far = np.roll(true, 3, axis=0)
+    predictions = masks_as_probabilities([true, true], [shifted, far])
+    assert pixel_scores(masks_as_probabilities([true], [shifted]), 0.5, truth_of([true]))["dice"] == 0.0
+    one = SplitPredictions(None, rows_of([true]), [shifted.astype(np.float32)])
+    assert tolerance_scores(one, 0.5, truth_of([true]), tolerance=2)["tolerance_f1"] == 1.0
+    other = SplitPredictions(None, rows_of([true]), [far.astype(np.float32)])
+    assert tolerance_scores(other, 0.5, truth_of([true]), tolerance=2)["tolerance_f1"] == 0.0
+    both = tolerance_scores(predictions, 0.5, truth_of([true, true]), tolerance=2)
+    assert both["tolerance_precision"] == pytest.approx(0.5) and both["tolerance_recall"] == pytest.approx(0.5)
 
 
-def test_dilate_uses_a_disk():
-    point = np.zeros((1, 5, 5), bool)
-    point[0, 2, 2] = True
-    assert metrics.dilate(point, 1)[0].sum() == 5
-    assert metrics.dilate(point, 2)[0].sum() == 13
+def test_tolerance_uses_a_disk():
+    assert metrics.disk(1).sum() == 5 and metrics.disk(2).sum() == 13
+    point = np.zeros((5, 5), bool)
+    point[2, 2] = True
+    diagonal = np.zeros((5, 5), bool)
+    diagonal[3, 3] = True                       # sqrt(2) px away: within 2, not within 1
+    assert metrics.tolerance_counts(point, diagonal, 1)["hits"] == 0
+    assert metrics.tolerance_counts(point, diagonal, 2)["hits"] == 1
 
 
-def test_image_decisions_and_rates():
+def test_part_calls_and_rates():
+    truths = [np.eye(3, dtype=bool)] * 2 + [np.zeros((3, 3), bool)] * 2
     probabilities = np.zeros((4, 3, 3))
-    probabilities[0, 0, :2] = 0.9   # defective, 2 px: caught at min_area 2
-    probabilities[1, 0, 0] = 0.9    # defective, 1 px: missed at min_area 2
-    probabilities[2, 1, 1] = 0.6    # good, 1 px: no alarm at min_area 2
-    called = metrics.image_decisions(probabilities, threshold=0.5, min_area=2)
-    assert called.tolist() == [True, False, False, False]
-    rates = metrics.detection_rates([True, True, False, False], called)
-    assert rates["detection_rate"] == 0.5 and rates["false_alarm_rate"] == 0.0
-    assert metrics.image_decisions(probabilities, 0.5, 1).tolist() == [True, True, True, False]
+    probabilities[0, 0, :2] = 0.9   # defective, 2 px: caught at min region 2
+    probabilities[1, 0, 0] = 0.9    # defective, 1 px: missed at min region 2
+    probabilities[2, 1, 1] = 0.6    # good, 1 px: no alarm at min region 2
+    predictions = split_predictions(truths, probabilities)
+    strict = scores(predictions, at(0.5, min_region=2), truth_of(truths))
+    assert strict["detection_rate"] == 0.5 and strict["false_alarm_rate"] == 0.0
+    loose = scores(predictions, at(0.5, min_region=1), truth_of(truths))
+    assert loose["detection_rate"] == 1.0 and loose["false_alarm_rate"] == 0.5
 
 
-def test_image_decision_counts_one_region_not_scattered_specks():
-    specks = np.zeros((1, 9, 9))
-    specks[0, ::4, ::4] = 0.9                              # 9 isolated dust specks
-    scratch = np.zeros((1, 9, 9))
-    scratch[0, np.arange(5), np.arange(5)] = 0.9           # a 5-px diagonal hairline
-    assert metrics.predicted_areas(specks, 0.5)[0] == 9
-    assert metrics.largest_regions(specks, 0.5).tolist() == [1]
-    assert metrics.largest_regions(scratch, 0.5).tolist() == [5]   # diagonal pixels connect
-    called = metrics.image_decisions(np.concatenate([specks, scratch]), 0.5, min_area=4)
-    assert called.tolist() == [False, True]
+def test_a_part_is_called_on_one_region_not_on_scattered_specks():
+    specks = np.zeros((9, 9))
+    specks[::4, ::4] = 0.9                              # 9 isolated dust specks
+    scratch = np.zeros((9, 9))
+    scratch[np.arange(5), np.arange(5)] = 0.9           # a 5-px diagonal hairline
+    assert metrics.largest_region(specks >= 0.5) == 1
+    assert metrics.largest_region(scratch >= 0.5) == 5   # diagonal pixels connect
     assert metrics.largest_region(np.zeros((3, 3), bool)) == 0
+    truths = [np.zeros((9, 9), bool), scratch > 0]
+    result = scores(split_predictions(truths, [specks, scratch]), at(0.5, min_region=4), truth_of(truths))
+    assert result["detection_rate"] == 1.0 and result["false_alarm_rate"] == 0.0
 
 
 def test_auroc():
@@ -74,13 +111,13 @@ def test_auroc():
     assert metrics.auroc([1, 1, 0], [0.2, 0.9, 0.5]) == 0.5
 
 
-def test_pixel_accuracy_is_misleading_and_reported_beside_real_scores():
-    true = np.zeros((10, 20, 20), bool)
-    true[:5, 10, 5:15] = True  # 1.25% of pixels
-    nothing = np.zeros_like(true, dtype=float)
-    scores = metrics.evaluate_predictions(true, nothing)
-    assert scores["pixel_accuracy"] > 0.98
-    assert scores["dice"] == 0.0 and scores["recall"] == 0.0 and scores["detection_rate"] == 0.0
+def test_a_blank_mask_scores_zero_where_pixel_accuracy_would_flatter_it():
+    truths = [np.zeros((20, 20), bool) for _ in range(10)]
+    for t in truths[:5]:
+        t[10, 5:15] = True                               # 1.25% of the pixels
+    result = scores(split_predictions(truths, [np.zeros((20, 20))] * 10), at(0.5), truth_of(truths))
+    assert result["dice"] == 0.0 and result["recall"] == 0.0 and result["detection_rate"] == 0.0
+    assert "pixel_accuracy" not in result
 
 
 def test_keras_losses_agree_with_hand_values():
@@ -96,16 +133,6 @@ def test_keras_losses_agree_with_hand_values():
     assert restored.dice_weight == 2.0
 
 
-def split_predictions(truths, probabilities, thresholds=None):
-    """SplitPredictions over in-memory arrays (model and photo resolution the same)."""
-    from scratch_utils.evaluation import THRESHOLDS, SplitPredictions, sweep
-    rows = [{"stem": str(k), "quality": "defective" if t.any() else "good"}
-            for k, t in enumerate(truths)]
-    predictions = SplitPredictions(None, rows, [np.asarray(p, np.float32) for p in probabilities],
-                                   tuple(thresholds or THRESHOLDS))
-    return sweep(predictions, truths=lambda stem: np.asarray(truths[int(stem)], bool))
-
-
 def test_operating_point_meets_the_target_with_fewest_false_alarms():
     from scratch_utils.compare import choose_operating_point
     truths = np.zeros((6, 4, 4), bool)
@@ -116,11 +143,11 @@ def test_operating_point_meets_the_target_with_fewest_false_alarms():
     probabilities[2, 0, 0] = 0.3                  # faint 1-px response
     probabilities[3, 1, 1] = 0.7                  # a good part with a 1-px false alarm
     predictions = split_predictions(truths, probabilities, (0.25, 0.5, 0.8))
-    point = choose_operating_point(predictions, target=0.95, min_areas=(1, 2, 3))
+    point = choose_operating_point(predictions, target=0.95, min_regions=(1, 2, 3))
     # Catching all three needs threshold 0.25 and area 1, which also flags part 3.
-    assert (point.threshold, point.min_area, point.target_met) == (0.25, 1, True)
+    assert (point.decision_threshold, point.min_region, point.target_met) == (0.25, 1, True)
     assert point.detection_rate == 1.0 and point.false_alarm_rate == pytest.approx(1 / 3)
-    relaxed = choose_operating_point(predictions, target=0.6, min_areas=(1, 2, 3))
+    relaxed = choose_operating_point(predictions, target=0.6, min_regions=(1, 2, 3))
     assert relaxed.false_alarm_rate == 0.0 and relaxed.detection_rate >= 0.6
     impossible = choose_operating_point(split_predictions(truths, np.zeros_like(probabilities)),
                                         target=0.95)
@@ -138,15 +165,14 @@ def test_mask_threshold_is_chosen_for_dice_apart_from_the_decision_rule():
     probabilities[0, 1, :] = 0.3                  # a halo beside the scratch
     probabilities[1, 0, 0] = 0.3
     predictions = split_predictions(truths, probabilities, (0.25, 0.5, 0.8))
-    point = choose_operating_point(predictions, target=0.95, min_areas=(1, 2))
+    point = choose_operating_point(predictions, target=0.95, min_regions=(1, 2))
     # Catching the faint part needs 0.25; the mask is best (Dice 8/9) at 0.5, without the halo.
-    assert (point.threshold, point.min_area, point.mask_threshold) == (0.25, 1, 0.5)
+    assert (point.decision_threshold, point.min_region, point.mask_threshold) == (0.25, 1, 0.5)
     truths_by_stem = lambda stem: truths[int(stem)]  # noqa: E731
-    result = scores(predictions, point.threshold, point.min_area, point.mask_threshold,
-                    truths=truths_by_stem)
+    result = scores(predictions, point, truths=truths_by_stem)
     assert result["dice"] == pytest.approx(8 / 9) and result["detection_rate"] == 1.0
     assert result["dice_defective_parts"] == pytest.approx(0.5)   # the scratch 1.0, the faint part 0.0
-    one_threshold = scores(predictions, 0.25, 1, truths=truths_by_stem)
+    one_threshold = scores(predictions, at(0.25), truths=truths_by_stem)
     assert one_threshold["dice"] == pytest.approx(10 / 14)
 
 
@@ -158,7 +184,10 @@ def test_threshold_sweep_counts_pixels_like_a_direct_comparison():
     predictions = split_predictions(truths, probabilities)
     curve = pixel_curve(predictions)
     for k, threshold in enumerate(predictions.thresholds):
-        direct = metrics.pixel_scores(truths, probabilities.astype(np.float32) >= np.float32(threshold))
+        predicted = probabilities.astype(np.float32) >= np.float32(threshold)
+        tp, fp = np.sum(truths & predicted), np.sum(~truths & predicted)
+        fn, tn = np.sum(truths & ~predicted), np.sum(~truths & ~predicted)
+        direct = metrics.scores_from_counts(tp, fp, fn, tn)
         for key in ("dice", "iou", "miou", "precision", "recall"):
             assert curve[key][k] == pytest.approx(direct[key]), (threshold, key)
 
@@ -174,7 +203,7 @@ def test_detection_curve_is_the_best_of_the_searched_grid_and_the_chosen_point_l
     probabilities[1, 0, :2] = 0.6                 # weaker, shorter
     probabilities[4, 3, 3:6] = 0.7                # a good part with a 3-px false alarm
     predictions = split_predictions(truths, probabilities, (0.25, 0.5, 0.8))
-    false_alarms, detections = detection_curve(predictions, min_areas=(1, 2, 3, 4))
+    false_alarms, detections = detection_curve(predictions, min_regions=(1, 2, 3, 4))
     assert false_alarms[0] == 0 and false_alarms[-1] == 1 and detections[-1] == 1
     assert np.all(np.diff(false_alarms) > 0) and np.all(np.diff(detections) >= 0)
     for k in range(3):                            # every pair of the grid lies on or under the curve
@@ -182,15 +211,15 @@ def test_detection_curve_is_the_best_of_the_searched_grid_and_the_chosen_point_l
             rates = detection_rates(predictions.is_defective, predictions.stats["region"][:, k] >= level)
             on_curve = detections[np.searchsorted(false_alarms, rates["false_alarm_rate"])]
             assert rates["detection_rate"] <= on_curve
-    point = choose_operating_point(predictions, target=0.6, min_areas=(1, 2, 3, 4))
+    point = choose_operating_point(predictions, target=0.6, min_regions=(1, 2, 3, 4))
     assert point.detection_rate <= detections[np.searchsorted(false_alarms, point.false_alarm_rate)]
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):
-    from scratch_utils.compare import markdown_table, update_readme
+    from scratch_utils.notebooks import markdown_table, update_readme
     row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,
            "input": "scale 0.5, 128 px tiles",
-           "train_seconds": 240.0, "inference_ms_per_photo": 12.5, "mask_threshold": 0.7, "threshold": 0.4, "min_area": 3,
+           "train_seconds": 240.0, "inference_ms_per_photo": 12.5, "mask_threshold": 0.7, "decision_threshold": 0.4, "min_region": 3,
            "val_detection_rate": 0.9, "val_false_alarm_rate": 0.25, "target_met_on_val": False}
     row.update({f"test_{k}": 0.5 for k in ("dice", "iou", "miou", "tolerance_f1", "precision",
                                             "recall", "detection_rate", "false_alarm_rate", "auroc")})
@@ -207,7 +236,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
 
 
 def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():
-    from scratch_utils.report import mask_caption
+    from scratch_utils.figures import mask_caption
     empty = np.zeros((3, 3), bool)
     assert mask_caption(T, P) == "Dice 0.50"
     assert mask_caption(empty, empty) == "empty mask"

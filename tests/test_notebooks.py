@@ -112,7 +112,8 @@ def three_formats(tmp_path_factory):
     return write_coco_and_pairs(root / "aihub", root)
 
 
-@pytest.mark.parametrize("fmt", ["aihub", "coco", "pairs"])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["coco", "pairs"])   # aihub: the synthetic set, run by test_colab
 def test_notebook_01_runs_on_each_source_format(three_formats, fmt, tmp_path, monkeypatch):
     from scratch_utils.notebooks import execute
     monkeypatch.setenv("SCRATCH_DATA_SOURCE", str(three_formats[fmt]))

@@ -11,8 +11,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from scratch_utils.errors import PrepareError
-from scratch_utils.geometry import fit_box
-from scratch_utils.preparation import MANIFEST_FIELDS, assign_splits, load_manifest, prepare
+from scratch_utils.geometry import Geometry
+from scratch_utils.preparation import MANIFEST_FIELDS, assign_splits, prepare
+from scratch_utils.prepared import Prepared
 
 from conftest import defect, tree_digest, write_aihub_label, write_photo
 
@@ -37,7 +38,7 @@ def test_output_contract(aihub_source, tmp_path):
     assert (report["counts"]["defective"], report["counts"]["good"]) == (6, 4)
     assert report["images_per_second"] > 0 and report["seconds"] > 0
 
-    rows = load_manifest(out)
+    rows = Prepared.open(out).rows
     with (out / "manifest.csv").open(encoding="utf-8") as handle:
         assert next(csv.reader(handle)) == MANIFEST_FIELDS
     for row in rows:
@@ -68,7 +69,7 @@ def test_mask_matches_the_polygon(tmp_path):
     run(root, tmp_path / "out", size=32)
     mask = np.asarray(Image.open(tmp_path / "out" / "masks" / "a.png")) > 0
     assert mask[:, :16].all() and not mask[:, 16:].any()
-    assert load_manifest(tmp_path / "out")[0]["defect_share"] == pytest.approx(0.5, abs=0.01)
+    assert Prepared.open(tmp_path / "out").rows[0]["defect_share"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_a_scratch_thinner_than_a_prepared_pixel_is_kept(tmp_path):
@@ -119,9 +120,12 @@ def test_rerun_skips_up_to_date_and_redoes_changed(aihub_source, tmp_path):
 
 
 def test_pad_keeps_the_aspect_ratio(tmp_path):
-    assert fit_box(1280, 720, 128, "pad") == (128, 72, 0, 28)
-    assert fit_box(300, 600, 128, "pad") == (64, 128, 32, 0)
-    assert fit_box(1280, 720, 128, "stretch") == (128, 128, 0, 0)
+    def box(width, height, fit):
+        layout = Geometry(size=128, fit=fit).layout(width, height)
+        return layout.box_w, layout.box_h, layout.x0, layout.y0
+    assert box(1280, 720, "pad") == (128, 72, 0, 28)
+    assert box(300, 600, "pad") == (64, 128, 32, 0)
+    assert box(1280, 720, "stretch") == (128, 128, 0, 0)
     root = tmp_path / "src"
     write_photo(root / "a.png", width=400, height=200, colour=(250, 250, 250))
     write_aihub_label(root / "a.json", "a.png", 400, 200, [defect([0, 0, 400, 0, 400, 200, 0, 200])])
@@ -173,7 +177,7 @@ def test_coco_export_with_polygons_and_rle(tmp_path):
     report = run(tmp_path / "roboflow", tmp_path / "out", size=20)
     assert tree_digest(tmp_path / "roboflow") == before
     assert report["format"] == "coco" and report["counts"]["prepared"] == 3
-    rows = {r["stem"]: r for r in load_manifest(tmp_path / "out")}
+    rows = {r["stem"]: r for r in Prepared.open(tmp_path / "out").rows}
     assert [rows[f"img{k}"]["quality"] for k in range(3)] == ["defective", "defective", "good"]
     assert rows["img0"]["defect_share"] == pytest.approx(1200 / 8000, rel=0.05)
     assert rows["img1"]["defect_share"] == pytest.approx(100 / 8000)
@@ -192,7 +196,7 @@ def test_pairs_with_matching_stems(tmp_path):
     report = run(root, tmp_path / "out", size=30)
     assert report["format"] == "pairs" and report["counts"]["total"] == 3
     assert "no mask" in skipped_reasons(report)["images/lonely.jpg"]
-    qualities = [r["quality"] for r in load_manifest(tmp_path / "out")]
+    qualities = [r["quality"] for r in Prepared.open(tmp_path / "out").rows]
     assert sorted(qualities) == ["defective", "defective", "good"]
 
 
@@ -273,7 +277,7 @@ def test_bad_files_are_reported_by_name_and_the_run_goes_on(bad_source, tmp_path
     assert "partly_bad.json annotation 1 polygon 1: has 2 point(s)" in warnings
     assert "partly_bad.json annotation 2 polygon 1: extends outside the 320x180 image: clipped" in warnings
     # The valid ones went through, including the partly bad label's good polygon.
-    stems = {r["stem"] for r in load_manifest(tmp_path / "out")}
+    stems = {r["stem"] for r in Prepared.open(tmp_path / "out").rows}
     assert stems == {f"part_{k:02d}" for k in range(10)} | {"partly_bad"}
     assert not (tmp_path / "out" / "images" / "passwd.png").exists()
 

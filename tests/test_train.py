@@ -11,7 +11,8 @@ keras = pytest.importorskip("keras")
 
 from scratch_utils import models  # noqa: E402
 from scratch_utils.errors import WeightsUnavailable  # noqa: E402
-from scratch_utils.predict import Predictor, load_run_model, predict  # noqa: E402
+from scratch_utils.predict import Predictor, predict  # noqa: E402
+from scratch_utils.runs import OperatingPoint, load_run_model, save_operating_point  # noqa: E402
 from scratch_utils.train import TrainConfig, train  # noqa: E402
 
 from conftest import TINY  # noqa: E402
@@ -80,23 +81,22 @@ def test_run_folder_contract(run):
     assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
 
 
+@pytest.mark.slow
 def test_neither_checkpoint_nor_operating_point_sees_the_test_split(prepared, tmp_path, monkeypatch):
-    import scratch_utils.preparation as data
     import scratch_utils.train as train_module
+    from scratch_utils.prepared import Prepared
     events = []
-    real_manifest, real_save = data.load_manifest, train_module.save_operating_point
+    real_split, real_save = Prepared.split, train_module.save_operating_point
 
-    def recording(folder, split=None):
-        events.append(f"read {split}")
-        return real_manifest(folder, split)
+    def recording(self, name):
+        events.append(f"read {name}")
+        return real_split(self, name)
 
     def spy_save(run_dir, point):
         events.append("operating point saved")
         return real_save(run_dir, point)
 
-    for module in ("scratch_utils.preparation", "scratch_utils.train", "scratch_utils.evaluation",
-                   "scratch_utils.pipeline"):
-        monkeypatch.setattr(f"{module}.load_manifest", recording)
+    monkeypatch.setattr(Prepared, "split", recording)
     monkeypatch.setattr(train_module, "save_operating_point", spy_save)
     train(prepared, tmp_path / "run", TrainConfig(**TINY), verbose=0)
     chosen = events.index("operating point saved")
@@ -131,8 +131,10 @@ def test_predict_any_size_and_mode_and_skips_unreadable(run, tmp_path):
 
 def test_predictor_threshold_decides(run):
     photo = Image.new("RGB", (64, 48), (200, 200, 200))
-    always = Predictor(run, threshold=0.0).predict_photo(photo)
-    never = Predictor(run, threshold=1.01).predict_photo(photo)
+    always = Predictor(run, mask_threshold=0.0, decision_threshold=0.0).predict_photo(photo)
+    never = Predictor(run, mask_threshold=1.01, decision_threshold=1.01).predict_photo(photo)
+    only_mask = Predictor(run, mask_threshold=0.0, decision_threshold=1.01).predict_photo(photo)
+    assert only_mask["mask"].all() and not only_mask["defective"], "each override names one threshold"
     assert always["defective"] and always["mask"].all() and always["mask"].shape == (48, 64)
     assert not never["defective"] and not never["mask"].any()
 
@@ -140,10 +142,10 @@ def test_predictor_threshold_decides(run):
 def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
     """`predict` and the app decode a JPEG as preparation does, so they and the notebooks
     agree on every part; a full-resolution decode would not be pixel-identical."""
-    from scratch_utils.preparation import load_manifest
+    from scratch_utils.prepared import Prepared
     predictor = Predictor(run)
     differs_when_fully_decoded = 0
-    for row in load_manifest(prepared)[:8]:
+    for row in Prepared.open(prepared).rows[:8]:
         source = prepared.parent / "source" / row["source_image"]
         photo, model_photo = predictor.open(source)
         assert photo.size == (row["width"], row["height"]) and model_photo.size != photo.size
@@ -159,6 +161,7 @@ def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
     assert np.array_equal(np.asarray(from_bytes[1]), np.asarray(model_photo))
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_predict(prepared, tmp_path):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "scratch_utils", *args], capture_output=True,
@@ -180,6 +183,7 @@ def test_train_or_reuse_reuses_only_the_same_run(prepared, run):
     assert (run / "model.keras").stat().st_mtime_ns == stamp, "same config: reused, not retrained"
 
 
+@pytest.mark.slow
 def test_a_run_in_an_older_format_is_trained_again_not_reused(prepared, tmp_path):
     import shutil
     from scratch_utils.train import train_or_reuse
@@ -195,21 +199,18 @@ def test_a_run_in_an_older_format_is_trained_again_not_reused(prepared, tmp_path
     shutil.rmtree(out)
 
 
-def test_operating_point_in_the_run_drives_predictions(run):
-    from scratch_utils.compare import OperatingPoint
-    from scratch_utils.predict import load_run_config
-    from scratch_utils.train import save_operating_point
-    chosen = (run / "operating_point.json").read_bytes()
-    save_operating_point(run, OperatingPoint(0.35, 6, 0.96, 0.1, True, mask_threshold=0.6))
-    try:
-        config = load_run_config(run)
-        assert (config["threshold"], config["min_area"], config["mask_threshold"]) == (0.35, 6, 0.6)
-        predictor = Predictor(run)
-        assert (predictor.threshold, predictor.min_area, predictor.mask_threshold) == (0.35, 6, 0.6)
-        overridden = Predictor(run, threshold=0.2)
-        assert (overridden.threshold, overridden.mask_threshold) == (0.2, 0.2)
-    finally:
-        (run / "operating_point.json").write_bytes(chosen)
+def test_operating_point_in_the_run_drives_predictions(run, tmp_path):
+    import shutil
+
+    from scratch_utils.runs import load_operating_point
+    copy = shutil.copytree(run, tmp_path / "run")
+    save_operating_point(copy, OperatingPoint(mask_threshold=0.6, decision_threshold=0.35, min_region=6))
+    assert "threshold" not in json.loads((copy / "config.json").read_text()), "one home: operating_point.json"
+    predictor = Predictor(copy)
+    assert (predictor.point.decision_threshold, predictor.point.min_region, predictor.point.mask_threshold) == (0.35, 6, 0.6)
+    overridden = Predictor(copy, decision_threshold=0.2)
+    assert (overridden.point.decision_threshold, overridden.point.mask_threshold) == (0.2, 0.6)
+    assert overridden.point.chosen_on == "overridden" and load_operating_point(copy).chosen_on == "val"
 
 
 class _FixedMap:
@@ -234,17 +235,17 @@ def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region(run):
     box[3, 2:12] = 0.4                                   # its faint halo
     box[10::4, 20::4] = 0.9                              # scattered specks, 1 px each
     predictor.model = _FixedMap(probability)
-    predictor.threshold, predictor.mask_threshold = 0.3, 0.5
+    predictor.point = OperatingPoint(mask_threshold=0.5, decision_threshold=0.3, min_region=20)
     photo = Image.new("RGB", (width, height), (128, 128, 128))
-    predictor.min_area = 20
     result = predictor.predict_photo(photo)
     assert result["largest_region_pixels"] == 20          # scratch + halo, specks not added
     assert result["defective"]
     assert result["model_mask"][3].sum() == 0 and result["model_mask"][2].sum() == 10
-    predictor.min_area = 21
+    predictor.point.min_region = 21
     assert not predictor.predict_photo(photo)["defective"]
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_path):
     """Colab drops runtimes mid-training: run `train` again with the same settings and it goes
     on from the last finished epoch instead of starting over."""
@@ -253,17 +254,16 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_pa
     staging = tmp_path / ".run.training"
     command = [sys.executable, "-m", "scratch_utils", "train", "--data", str(prepared), "--out", str(out),
                "--profile", "smoke", "--base-filters", "4", "--epochs", "6"]
-    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     metadata = staging / "backup" / "main" / "training_metadata.json"
     try:
-        for _ in range(1200):
-            if metadata.is_file() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2:
+        # Keras prints "Epoch 3/6" once epoch 2 has ended and its backup is written: kill then.
+        for line in process.stdout:
+            if line.startswith("Epoch 3/6"):
                 break
-            assert process.poll() is None, "training ended before it could be interrupted"
-            __import__("time").sleep(0.1)
         else:
-            raise AssertionError("no epoch finished in 120 s")
+            raise AssertionError("training ended before it could be interrupted")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
@@ -282,11 +282,13 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_pa
     assert json.loads((out / "operating_point.json").read_text())["chosen_on"] == "val"
 
 
+@pytest.mark.slow
 def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_scored_epochs(prepared, tmp_path):
     import math
 
-    import scratch_utils.train as train_module
-    from scratch_utils.train import read_history
+    from scratch_utils.prepared import Prepared
+    from scratch_utils.runs import read_history
+    from scratch_utils.validation import WholePhotoValidation
     run = train(prepared, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 5, "validate_every": 2}),
                 verbose=0)
     history = read_history(run / "history.csv")
@@ -301,13 +303,14 @@ def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_score
     kept = run_predictions(run, "val").probabilities
     assert all(np.allclose(a.astype(np.float32), k.astype(np.float32), atol=2e-3) for a, k in zip(again, kept))
     with pytest.raises(ValueError, match="validate_every"):
-        train_module.whole_photo_validation(prepared, "bce", every=0)
+        WholePhotoValidation(Prepared.open(prepared), "bce", every=0)
 
 
 def test_early_stopping_counts_scored_epochs_only(prepared, tmp_path):
-    from scratch_utils.train import whole_photo_validation
-    callback = whole_photo_validation(prepared, "bce", every=2, epochs=9, checkpoint=tmp_path / "m.keras",
-                                      patience=1)
+    from scratch_utils.prepared import Prepared
+    from scratch_utils.validation import WholePhotoValidation
+    callback = WholePhotoValidation(Prepared.open(prepared), "bce", every=2, epochs=9,
+                                    checkpoint=tmp_path / "m.keras", patience=1)
     callback.set_model(models.unet(None, base_filters=4, depth=2))
     callback.model.stop_training = False
     callback.on_epoch_end(0, {})          # not scored: neither a checkpoint nor a stale epoch

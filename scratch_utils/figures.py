@@ -1,21 +1,20 @@
-"""Figures: one helper writes every figure, plus the plots the notebooks share.
+"""Figures: one helper writes every figure, plus the plots the notebooks share (notebooks 01-05).
 
 ``save_figure`` writes ``figures/<name>.png`` for the published profiles (default, full)
 and a scratch folder for smoke runs, so tests never overwrite the committed figures.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from .metrics import per_image_scores
+from .metrics import scores_from_counts
+from .photos import DEFECT_COLOUR, overlay
 from .profiles import figures_dir, get_profile
 
-DEFECT_COLOUR = (1.0, 0.1, 0.6)  # magenta: stands out on every paint colour
 
 
 def write_figure(fig, path, dpi: int = 110) -> None:
@@ -33,50 +32,21 @@ def save_figure(fig, name: str, profile=None, dpi: int = 110) -> None:
     write_figure(fig, figures_dir(profile) / f"{name}.png", dpi)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55,
-            colour=DEFECT_COLOUR) -> np.ndarray:
-    """The photo with the defect mask painted on it (float RGB in [0, 1])."""
-    image = np.asarray(image, dtype=np.float32)
-    image = image / 255.0 if image.max() > 1.0 else image
-    weight = (np.asarray(mask, dtype=np.float32) > 0)[..., None] * alpha
-    return image * (1 - weight) + weight * np.asarray(colour, dtype=np.float32)
-
-
-def overlay_image(photo: Image.Image, mask: np.ndarray) -> Image.Image:
-    """:func:`overlay` as an 8-bit RGB image: what ``predict`` writes and the app returns."""
-    return Image.fromarray((overlay(np.asarray(photo), mask) * 255).astype(np.uint8))
-
-
-def mask_image(mask: np.ndarray) -> Image.Image:
-    """A boolean mask as an 8-bit 0/255 greyscale image."""
-    return Image.fromarray(np.asarray(mask, dtype=np.uint8) * np.uint8(255))
-
-
-def _coco_polygons(prepared: Path) -> dict[str, list]:
-    coco = json.loads((prepared / "coco.json").read_text(encoding="utf-8"))
-    stems = {image["id"]: image["stem"] for image in coco["images"]}
-    polygons: dict[str, list] = {}
-    for ann in coco["annotations"]:
-        if isinstance(ann["segmentation"], list):
-            polygons.setdefault(stems[ann["image_id"]], []).extend(ann["segmentation"])
-    return polygons
-
-
-def show_preparation(rows: list[dict], source: Path, prepared: Path, title: str = ""):
-    """Per part: the source photo with its label polygons, the prepared pair, the overlay."""
-    polygons = _coco_polygons(prepared)
+def show_preparation(rows: list[dict], prepared, title: str = ""):
+    """Per part: the source photo with its label polygons, the prepared pair, the overlay
+    (``prepared``: a :class:`scratch_utils.prepared.Prepared`)."""
     fig, axes = plt.subplots(len(rows), 4, figsize=(13, 2.6 * len(rows)), squeeze=False,
                              gridspec_kw={"width_ratios": [1.8, 1, 1, 1]})
     for row, ax in zip(rows, axes):
-        photo = Image.open(source / row["source_image"]).convert("RGB")
+        photo = Image.open(prepared.source_photo(row)).convert("RGB")
         ax[0].imshow(photo)
-        for poly in polygons.get(row["stem"], []):
+        for poly in prepared.truths.polygons(row["stem"]):
             xy = np.asarray(poly).reshape(-1, 2)
             ax[0].fill(xy[:, 0], xy[:, 1], facecolor="none", edgecolor=DEFECT_COLOUR, linewidth=1.2)
         ax[0].set_title(f"{row['stem']}: {row['quality']}, {row['width']}x{row['height']}",
                         fontsize=9)
-        image = np.asarray(Image.open(prepared / "images" / f"{row['stem']}.png"))
-        mask = np.asarray(Image.open(prepared / "masks" / f"{row['stem']}.png"))
+        image = np.asarray(Image.open(prepared.image_path(row["stem"])))
+        mask = np.asarray(Image.open(prepared.mask_path(row["stem"])))
         ax[1].imshow(image)
         ax[1].set_title(f"prepared {image.shape[1]}x{image.shape[0]}", fontsize=9)
         ax[2].imshow(mask, cmap="gray", vmin=0, vmax=255)
@@ -148,92 +118,6 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
                 ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
-
-
-class Table:
-    """The course's one table formatter: rows of dicts shown with full column headers and
-    sensible rounding, as HTML in a notebook, Markdown in the README, aligned text elsewhere.
-
-    ``columns`` maps a row key to its header (default: the keys); values are formatted by
-    type: floats to ``digits`` places, keys in ``percent`` as percentages, ints with
-    thousands separators, missing values as a dash. Strings are shown as they are."""
-
-    def __init__(self, rows, columns: dict | list | None = None, digits: int = 3, percent=()):
-        rows = [dict(row) for row in rows]
-        if isinstance(columns, dict):
-            self.columns = dict(columns)
-        else:
-            keys = columns or list(dict.fromkeys(k for row in rows for k in row))
-            self.columns = {key: key for key in keys}
-        self.rows, self.digits, self.percent = rows, digits, set(percent)
-
-    @classmethod
-    def from_named(cls, named: dict, name_header: str = "", **kwargs) -> "Table":
-        """A table from ``{row name: {key: value}}``; the names become the first column."""
-        columns = kwargs.pop("columns", None)
-        rows = [{"_name": name, **values} for name, values in named.items()]
-        if isinstance(columns, dict):
-            columns = {"_name": name_header, **columns}
-        elif columns is not None:
-            columns = {"_name": name_header, **{key: key for key in columns}}
-        return cls(rows, columns, **kwargs)
-
-    def cell(self, key: str, value) -> str:
-        if value is None or (isinstance(value, float) and not np.isfinite(value)):
-            return "–"
-        if isinstance(value, (bool, np.bool_)):
-            return "yes" if value else "no"
-        if key in self.percent and isinstance(value, (int, float, np.number)):
-            return f"{100 * float(value):.0f}%"
-        if isinstance(value, (int, np.integer)):
-            return f"{int(value):,}"
-        if isinstance(value, (float, np.floating)):
-            return f"{float(value):.{self.digits}f}"
-        return str(value)
-
-    def cells(self) -> list[list[str]]:
-        return [[self.cell(key, row.get(key)) for key in self.columns] for row in self.rows]
-
-    def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(self.columns.values()) + " |",
-                 "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in self.cells()]
-        return "\n".join(lines)
-
-    def _repr_markdown_(self) -> str:
-        return self.to_markdown()
-
-    def _repr_html_(self) -> str:
-        import html
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.columns.values())
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-                       for cells in self.cells())
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def __repr__(self) -> str:
-        table = [list(self.columns.values())] + self.cells()
-        widths = [max(len(row[k]) for row in table) for k in range(len(self.columns))]
-        return "\n".join("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
-                                   for k, (c, w) in enumerate(zip(row, widths))) for row in table)
-
-
-def model_table(model) -> Table:
-    """A model's compact summary, one row per stage (:func:`scratch_utils.models.stage_table`)."""
-    from .models import stage_table
-    return Table(stage_table(model), {"stage": "stage", "layers": "layers",
-                                      "output": "output (height x width x channels)",
-                                      "parameters": "parameters", "trainable": "trainable"})
-
-
-SCORE_HEADERS = {"dice": "Dice", "iou": "IoU", "miou": "mIoU", "tolerance_f1": "tolerance F1",
-                 "precision": "precision", "recall": "recall", "detection_rate": "defective caught",
-                 "false_alarm_rate": "false alarms (good parts)", "auroc": "AUROC"}
-
-
-def scores_table(rows: dict, keys=tuple(SCORE_HEADERS)) -> Table:
-    """One row per model/split, one column per score (pixel scores at photo resolution)."""
-    return Table.from_named(rows, "model / split", columns={k: SCORE_HEADERS.get(k, k) for k in keys},
-                            percent=("detection_rate", "false_alarm_rate"))
 
 
 def plot_comparison_bars(rows: list[dict], split: str = "test",
@@ -347,7 +231,9 @@ def mask_caption(truth: np.ndarray, mask: np.ndarray) -> str:
     overlap, so Dice is only 1 or 0) how many pixels the mask covers, which may lie outside
     the zoom. (The mask, not the part's pass/fail call: that rule has its own threshold.)"""
     if truth.any():
-        return f"Dice {per_image_scores(truth, mask)['dice'][0]:.2f}"
+        overlap = int(np.sum(truth & mask))
+        dice = scores_from_counts(overlap, int(mask.sum()) - overlap, int(truth.sum()) - overlap)["dice"]
+        return f"Dice {float(dice):.2f}"
     masked = int(mask.sum())
     return "empty mask" if not masked else f"{masked:,} px masked on a good part"
 
@@ -375,4 +261,45 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
+    return fig
+
+
+def plot_history(history: list[dict], path=None, title: str = ""):
+    """Training curves from a run's ``history.csv`` (:func:`scratch_utils.runs.read_history`):
+    the loss on training tiles and whole validation photos, and the validation pixel scores
+    at threshold 0.5 at the photos' own resolution (logged on scored epochs only)."""
+    import math
+
+    from matplotlib.ticker import MaxNLocator
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+
+    def plot(ax, key, label):
+        # Validation may be scored every few epochs only (NaN in between): plot the scored ones.
+        points = [(epoch, row[key]) for epoch, row in zip(epochs, history)
+                  if key in row and math.isfinite(row[key])]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+
+    plot(axes[0], "loss", "training tiles")
+    plot(axes[0], "val_loss", "validation photos (whole)")
+    axes[0].set_title("loss")
+    for key, label in (("val_dice", "Dice"), ("val_precision", "precision"), ("val_recall", "recall")):
+        plot(axes[1], key, label)
+    axes[1].set_title("validation photos at their own resolution, threshold 0.5")
+    axes[1].set_ylim(0, 1)
+    for ax in axes:
+        # Whole epochs on both panels, over the same range: a 2-epoch run with one scored
+        # epoch would otherwise get ticks at 1.2, 1.4, ... and a right panel of its own.
+        ax.set_xlim(0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path:
+        write_figure(fig, path, dpi=100)
+        plt.close(fig)
     return fig
