@@ -27,6 +27,7 @@ from scratch_utils.geometry import Geometry  # noqa: E402
 from scratch_utils.models import MODEL_NAMES, build_model  # noqa: E402
 from scratch_utils.predict import Predictor  # noqa: E402
 from scratch_utils.profiles import get_profile  # noqa: E402
+from scratch_utils.runs import OperatingPoint, save_operating_point, write_config  # noqa: E402
 from scratch_utils.synthetic import PartSpec, render_part  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "inference.json"
@@ -48,9 +49,8 @@ def main(argv=None) -> int:
             run.mkdir()
             model = build_model(name, None, profile.base_filters)
             model.save(run / "model.keras")
-            config = {"model": name, "geometry": Geometry(scale=args.scale).as_dict(),
-                      "threshold": 0.5, "min_area": 1}
-            atomic_write_json(run / "config.json", config)
+            write_config(run, {"model": name, "geometry": Geometry(scale=args.scale).as_dict()})
+            save_operating_point(run, OperatingPoint(mask_threshold=0.5, decision_threshold=0.5, min_region=1))
             predictor = Predictor(run)
             predictor.predict_photo(*predictor.open(photo_path))  # warm-up: trace the model
             times = []

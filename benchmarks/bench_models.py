@@ -2,8 +2,8 @@
 
 For each model (Encoder-Decoder, U-Net, VGG16-U-Net at the default profile's size), in
 the same run and on the same in-memory batches: (a) the model from ``scratch_utils.models``
-compiled by ``scratch_utils.train.compile_model`` (BCE + Dice, cosine decay, IoU /
-precision / recall metrics), and (b) a plain Keras functional model with the same layers
+compiled by ``scratch_utils.train.compile_model`` (BCE + Dice, cosine decay), and (b) a
+plain Keras functional model with the same layers
 and filters, written inline here, compiled with Adam and BCE and no metrics. Reports
 training images/s, inference ms/image and the ratios (target: within 10%); writes
 ``benchmarks/results/models.json``.

@@ -1,7 +1,7 @@
 """Benchmark: preparation throughput against the seed's naive sequential loop.
 
 Prepares N synthetic 1280x720 JPEG parts (AIHub labels) at 128 px with
-``scratch_utils.data.prepare`` (reduce-on-decode + all cores), then runs a naive
+``scratch_utils.preparation.prepare`` (reduce-on-decode + all cores), then runs a naive
 sequential loop over the same files in the same process (full PIL decode, resize,
 polygon mask, save: what seed 000 did, minus its sleep), and reports both rates and
 the ratio. Writes ``benchmarks/results/prepare.json``.
@@ -24,7 +24,7 @@ from pycocotools import mask as mask_utils
 
 from scratch_utils import QUALITY_DEFECTIVE, synthetic
 from scratch_utils.preparation import prepare
-from scratch_utils.sources import read_json_label
+from scratch_utils.labels import read_json_label
 from scratch_utils.files import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
@@ -72,9 +72,9 @@ def main() -> None:
         for path in (parts / "images").glob("*.jpg"):
             path.read_bytes()
         t0 = time.perf_counter()
-        report = prepare(parts, tmp / "ours", size=args.size, progress=False)
+        summary = prepare(parts, tmp / "ours", size=args.size, progress=False)
         ours_s = time.perf_counter() - t0
-        ours_n = report["counts"]["prepared"]
+        ours_n = summary["counts"]["prepared"]
 
         t0 = time.perf_counter()
         naive_n = naive_loop(parts, tmp / "naive", args.size)
@@ -93,7 +93,7 @@ def main() -> None:
         "python": platform.python_version(), "pillow": Image.__version__,
     }
     print(f"scratch_utils.prepare : {ours_rate:7.1f} images/s ({ours_n} in {ours_s:.1f} s, "
-          f"{report['workers']} workers)")
+          f"{summary['workers']} workers)")
     print(f"naive sequential loop : {naive_rate:7.1f} images/s ({naive_n} in {naive_s:.1f} s)")
     print(f"speed-up              : {result['speedup']:.2f}x   (targets: >= 150 images/s, >= 3x)")
     out = HERE / "results" / "prepare.json"

@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -32,9 +33,11 @@ import numpy as np  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from scratch_utils.files import atomic_write_json  # noqa: E402
-from scratch_utils.limits import flat_png_bytes  # noqa: E402
 from scratch_utils.profiles import get_profile, profile_dir  # noqa: E402
 from scratch_utils.serve import create_app  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from hostile_uploads import flat_png_bytes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BOUNDARY = "benchboundary"

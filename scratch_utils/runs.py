@@ -88,6 +88,12 @@ def load_operating_point(run: str | os.PathLike) -> OperatingPoint:
     return OperatingPoint.from_dict(json.loads(_file(run, "operating_point.json").read_text("utf-8")))
 
 
+def write_config(run: str | os.PathLike, config: dict) -> None:
+    """Write ``config.json``, stamped with this version's :data:`RUN_FORMAT`."""
+    config = {**config, "extra": {**config.get("extra", {}), "run_format": RUN_FORMAT}}
+    atomic_write_json(Path(run) / "config.json", config)
+
+
 def load_run_config(run: str | os.PathLike) -> dict:
     """The run's ``config.json``; a run of an older format is a clear error."""
     config = json.loads(_file(run, "config.json").read_text(encoding="utf-8"))

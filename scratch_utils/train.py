@@ -22,7 +22,7 @@ import numpy as np
 from .files import atomic_write_json
 from .prepared import Prepared
 from .resume import KEEP_BEST, close_staging, open_staging, restore_progress, staging_folder
-from .runs import RUN_FORMAT, load_run_config, read_history, save_operating_point
+from .runs import load_run_config, read_history, save_operating_point, write_config
 
 # Fields that define what a run is; the others (timings, paths) only describe it.
 RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
@@ -98,7 +98,10 @@ def compile_model(model, loss: str, learning_rate, steps: int):
 
     from .losses import get_loss
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=get_loss(loss))
+    # IoU of the training tiles at model resolution, named so: every score a user sees is
+    # computed on whole photos at their own resolution (scratch_utils.evaluation).
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=get_loss(loss),
+                  metrics=[keras.metrics.BinaryIoU([1], threshold=0.5, name="tile_iou")])
     return model
 
 
@@ -213,9 +216,8 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
     best = load_run_model(staging)
     point = choose_operating_point(sweep(validation.best))
     save_operating_point(staging, point)
-    config.extra = {**config.extra, **timing, "parameters": int(best.count_params()),
-                    "run_format": RUN_FORMAT}
-    atomic_write_json(staging / "config.json", asdict(config))
+    config.extra = {**config.extra, **timing, "parameters": int(best.count_params())}
+    write_config(staging, asdict(config))
     test = sweep(predict_split(best, prepared, "test"))
     for split, predictions in (("val", validation.best), ("test", test)):
         save_predictions(predictions, staging / "predictions" / f"{split}.npz")

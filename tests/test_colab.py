@@ -45,6 +45,7 @@ def colab_python(tmp_path_factory) -> Path:
     where = run([str(python), "-c", "import scratch_utils; print(scratch_utils.__file__)"],
                 cwd=root).stdout.strip()
     assert where.startswith(str(root / "venv")), f"imported from {where}, not from the installed wheel"
+    assert (Path(where).parent / "templates" / "page.html").is_file(), "the app's page is in the wheel"
     return python
 
 

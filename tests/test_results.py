@@ -30,7 +30,8 @@ def test_every_model_is_compared(rows):
 
 def test_every_metric_is_there_and_finite(rows):
     for row in rows:
-        for key in COSTS + ["threshold", "min_area", "val_detection_rate", "val_false_alarm_rate"]:
+        for key in COSTS + ["mask_threshold", "decision_threshold", "min_region", "val_detection_rate",
+                            "val_false_alarm_rate"]:
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), (row["name"], key)
         for split in ("val", "test"):
             for score in SCORES:
@@ -44,11 +45,13 @@ def test_the_seeds_squash_is_the_baseline_row_and_the_rest_keep_resolution(rows)
     assert all(value.startswith("scale") for name, value in inputs.items() if name != "unet_squashed")
 
 
-def test_operating_points_were_chosen_on_validation(rows):
+def test_committed_operating_points_lie_on_the_search_grid_and_agree_with_validation(rows):
+    from scratch_utils.compare import MIN_REGIONS
+    from scratch_utils.evaluation import THRESHOLDS
     for row in rows:
-        assert 0 < row["threshold"] < 1 and row["min_area"] >= 1
-        if row["target_met_on_val"]:
-            assert row["val_detection_rate"] >= 0.95
+        assert row["mask_threshold"] in THRESHOLDS and row["decision_threshold"] in THRESHOLDS, row["name"]
+        assert row["min_region"] in MIN_REGIONS, row["name"]
+        assert row["target_met_on_val"] == (row["val_detection_rate"] >= 0.95), row["name"]
 
 
 def test_csv_matches_json(rows):

@@ -321,3 +321,19 @@ def test_early_stopping_counts_scored_epochs_only(prepared, tmp_path):
     assert not callback.model.stop_training
     callback.on_epoch_end(3, {})          # the same weights score the same: no improvement
     assert callback.model.stop_training
+
+
+def test_the_operating_point_is_the_validation_search_and_the_epoch_log_is_the_evaluation(run):
+    """One home per quantity: the point in the run folder is what the search over the kept
+    validation predictions gives, and the per-epoch val_dice is evaluation's pixel Dice at 0.5
+    at the photos' own resolution, not a second computation."""
+    from scratch_utils.compare import choose_operating_point
+    from scratch_utils.evaluation import pixel_scores, run_predictions
+    from scratch_utils.runs import load_operating_point, read_history, read_metrics
+    validation = run_predictions(run, "val")
+    assert choose_operating_point(validation) == load_operating_point(run)
+    logged = read_history(run / "history.csv")[-1]
+    recomputed = pixel_scores(validation, 0.5)
+    for key in ("dice", "precision", "recall"):
+        assert logged[f"val_{key}"] == pytest.approx(recomputed[key], abs=1e-6), key
+    assert read_metrics(run)["operating_point"] == load_operating_point(run).as_dict()
