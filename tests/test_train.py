@@ -184,19 +184,21 @@ def test_train_or_reuse_reuses_only_the_same_run(prepared, run):
 
 
 @pytest.mark.slow
-def test_a_run_in_an_older_format_is_trained_again_not_reused(prepared, tmp_path):
+def test_a_run_in_an_older_format_is_trained_again_not_reused(prepared, run, tmp_path):
     import shutil
+
+    from scratch_utils.runs import RUN_FORMAT, load_run_config
     from scratch_utils.train import train_or_reuse
-    out = tmp_path / "old"
-    train(prepared, out, TrainConfig(**TINY), verbose=0)
+    out = shutil.copytree(run, tmp_path / "old")
     config = json.loads((out / "config.json").read_text())
-    config["extra"].pop("run_format")             # as a run written before the format changed
+    config["extra"]["run_format"] = RUN_FORMAT - 1      # as a run written before the format changed
     (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="train it again"):
+        load_run_config(out)
     stamp = (out / "model.keras").stat().st_mtime_ns
     assert train_or_reuse(prepared, out, TrainConfig(**TINY), verbose=0) == out
     assert (out / "model.keras").stat().st_mtime_ns != stamp, "retrained"
-    assert json.loads((out / "config.json").read_text())["extra"]["run_format"] >= 2
-    shutil.rmtree(out)
+    assert load_run_config(out)["extra"]["run_format"] == RUN_FORMAT
 
 
 def test_operating_point_in_the_run_drives_predictions(run, tmp_path):
