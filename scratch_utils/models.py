@@ -41,17 +41,34 @@ class VGGPreprocess(layers.Layer):
         return bgr - ops.convert_to_tensor(VGG_MEAN_BGR, dtype=bgr.dtype)
 
 
-def conv_block(x, filters: int, name: str, kernel_initializer="he_normal"):
-    """Conv3x3 -> BN -> ReLU, twice (both earlier projects' basic block)."""
+NORMALIZATIONS = ("batch", "group")
+GROUPS = 4   # group norm: channels per layer split into (at most) 4 groups
+
+
+def normalization_layer(kind: str, filters: int, name: str) -> layers.Layer:
+    """Batch norm (both earlier projects) or group norm: statistics over groups of channels of
+    each image alone, so they do not depend on the batch (Wu & He 2018: better at small
+    batches), and crops and whole photos are normalised the same way."""
+    if kind == "batch":
+        return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+    if kind == "group":
+        groups = next(g for g in range(min(GROUPS, filters), 0, -1) if filters % g == 0)
+        return layers.GroupNormalization(groups=groups, name=name)
+    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {kind!r}")
+
+
+def conv_block(x, filters: int, name: str, normalization: str = "batch", kernel_initializer="he_normal"):
+    """Conv3x3 -> normalization -> ReLU, twice (both earlier projects' basic block)."""
     for k in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                           kernel_initializer=kernel_initializer, name=f"{name}_conv{k}")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{k}")(x)
+        x = normalization_layer(normalization, filters, f"{name}_norm{k}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{k}")(x)
     return x
 
 
-def decoder_block(x, skip, filters: int, stage: int, upsampling: str = "transpose"):
+def decoder_block(x, skip, filters: int, stage: int, upsampling: str = "transpose",
+                  normalization: str = "batch"):
     """Up-sample x2, concatenate the encoder skip (if any), conv block.
 
     ``upsampling="transpose"``: Conv2DTranspose(3, stride 2)-BN-ReLU (the earlier U-Net course);
@@ -67,20 +84,20 @@ def decoder_block(x, skip, filters: int, stage: int, upsampling: str = "transpos
                           kernel_initializer="he_normal", name=f"{name}_up")(x)
     else:
         raise ValueError(f"upsampling must be 'transpose' or 'upsample', got {upsampling!r}")
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_up_bn")(x)
+    x = normalization_layer(normalization, filters, f"{name}_up_norm")(x)
     x = layers.Activation("relu", name=f"{name}_up_relu")(x)
     if skip is not None:
         x = layers.Concatenate(name=f"{name}_concat")([x, skip])
-    return conv_block(x, filters, name)
+    return conv_block(x, filters, name, normalization)
 
 
 def build_decoder(inputs, centre, skips, decoder_filters, upsampling="transpose",
-                  name="unet") -> keras.Model:
+                  name="unet", normalization: str = "batch") -> keras.Model:
     """Generic decoder: one decoder block per entry of ``skips`` (deepest first; ``None``
     for no skip connection), then a 1x1 sigmoid head giving the defect probability."""
     x = centre
     for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
-        x = decoder_block(x, skip, filters, stage, upsampling)
+        x = decoder_block(x, skip, filters, stage, upsampling, normalization)
     # Start at the defect prior (about 1% of pixels) instead of 0.5: otherwise the first steps
     # of BCE push every output down so hard that the sigmoid saturates and learning stalls.
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="defect_probability",
@@ -88,13 +105,13 @@ def build_decoder(inputs, centre, skips, decoder_filters, upsampling="transpose"
     return keras.Model(inputs, outputs, name=name)
 
 
-def _encoder(inputs, base_filters: int, depth: int):
+def _encoder(inputs, base_filters: int, depth: int, normalization: str = "batch"):
     x, skips = inputs, []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2 ** level, f"encoder_stage{level + 1}")
+        x = conv_block(x, base_filters * 2 ** level, f"encoder_stage{level + 1}", normalization)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"encoder_stage{level + 1}_pool")(x)
-    centre = conv_block(x, base_filters * 2 ** depth, "centre")
+    centre = conv_block(x, base_filters * 2 ** depth, "centre", normalization)
     return centre, skips
 
 
@@ -110,26 +127,26 @@ def _image_input(input_size: int | None) -> keras.KerasTensor:
 
 
 def unet(input_size: int = 128, base_filters: int = 64, depth: int = 4,
-         upsampling: str = "transpose") -> keras.Model:
+         upsampling: str = "transpose", normalization: str = "batch") -> keras.Model:
     """U-Net: ``depth`` down blocks (filters f, 2f, ...), a centre of f*2**depth, as many
     up blocks with skip connections, sigmoid head. ``base_filters=64, depth=4`` are the earlier projects'."""
     _check_size(input_size, depth)
     inputs = _image_input(input_size)
-    centre, skips = _encoder(inputs, base_filters, depth)
+    centre, skips = _encoder(inputs, base_filters, depth, normalization)
     filters = [base_filters * 2 ** level for level in reversed(range(depth))]
-    return build_decoder(inputs, centre, skips[::-1], filters, upsampling, name="unet")
+    return build_decoder(inputs, centre, skips[::-1], filters, upsampling, "unet", normalization)
 
 
 def encoder_decoder(input_size: int = 128, base_filters: int = 64, depth: int = 4,
-                    upsampling: str = "transpose") -> keras.Model:
+                    upsampling: str = "transpose", normalization: str = "batch") -> keras.Model:
     """The same encoder and decoder as ``unet`` without skip connections (the earlier U-Net course's
     baseline): everything the decoder knows must pass through the centre."""
     _check_size(input_size, depth)
     inputs = _image_input(input_size)
-    centre, _ = _encoder(inputs, base_filters, depth)
+    centre, _ = _encoder(inputs, base_filters, depth, normalization)
     filters = [base_filters * 2 ** level for level in reversed(range(depth))]
-    return build_decoder(inputs, centre, [None] * depth, filters, upsampling,
-                         name="encoder_decoder")
+    return build_decoder(inputs, centre, [None] * depth, filters, upsampling, "encoder_decoder",
+                         normalization)
 
 
 def hed_weights_path() -> Path:
@@ -185,7 +202,7 @@ def load_hed_encoder(vgg: keras.Model, path: Path | None = None) -> int:
 
 def vgg16_unet(input_size: int = 128, encoder_weights: str | None = "imagenet",
                freeze_encoder: bool = False, decoder_filters=(512, 256, 128, 64),
-               upsampling: str = "transpose") -> keras.Model:
+               upsampling: str = "transpose", normalization: str = "batch") -> keras.Model:
     """U-Net on a ``keras.applications.VGG16`` encoder (skips block1_conv2 .. block4_conv3,
     centre block5_conv3), with VGG's input preprocessing inside the model.
 
@@ -213,7 +230,7 @@ def vgg16_unet(input_size: int = 128, encoder_weights: str | None = "imagenet",
     set_encoder_trainable(vgg, not freeze_encoder)
     skips = [vgg.get_layer(name).output for name in reversed(VGG16_SKIPS)]
     centre = vgg.get_layer(VGG16_CENTRE).output  # 1/16 of the input: the U-Net's centre
-    return build_decoder(inputs, centre, skips, decoder_filters, upsampling, name="vgg16_unet")
+    return build_decoder(inputs, centre, skips, decoder_filters, upsampling, "vgg16_unet", normalization)
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool = True) -> None:
@@ -225,17 +242,19 @@ def set_encoder_trainable(model: keras.Model, trainable: bool = True) -> None:
 
 def build_model(name: str, input_size: int | None = None, base_filters: int = 64, depth: int = 4,
                 upsampling: str = "transpose", encoder_weights: str | None = None,
-                freeze_encoder: bool = False) -> keras.Model:
+                freeze_encoder: bool = False, normalization: str = "batch") -> keras.Model:
     """Any of :data:`MODEL_NAMES` from one set of arguments (each builder ignores what it
     has no use for). ``input_size=None`` builds a fully convolutional model for whole photos.
     The VGG16-U-Net's decoder scales with ``base_filters`` (8f, 4f, 2f, f) and has depth 4."""
     if name in ("unet", "encoder_decoder"):
         builder = unet if name == "unet" else encoder_decoder
-        return builder(input_size, base_filters, depth=depth, upsampling=upsampling)
+        return builder(input_size, base_filters, depth=depth, upsampling=upsampling,
+                       normalization=normalization)
     if name == "vgg16_unet":
         f = base_filters
         return vgg16_unet(input_size, encoder_weights=encoder_weights, freeze_encoder=freeze_encoder,
-                          decoder_filters=(8 * f, 4 * f, 2 * f, f), upsampling=upsampling)
+                          decoder_filters=(8 * f, 4 * f, 2 * f, f), upsampling=upsampling,
+                          normalization=normalization)
     raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
 
 

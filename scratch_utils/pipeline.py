@@ -92,10 +92,21 @@ def tile_plan(prepared, tile_size: int = 128, defect_share: float = 0.5,
     return tf.data.Dataset.counter(first_tile).map(locate)
 
 
+PADDINGS = ("reflect", "zeros")
+
+
+def reflect_indices(size, length):
+    """Indices ``0 .. length-1`` folded into an axis of ``size``: how ``np.pad(mode="reflect")``
+    extends it (the padding :func:`scratch_utils.predict.reflect_pad` gives whole photos)."""
+    period = tf.maximum(2 * (size - 1), 1)
+    folded = tf.math.floormod(tf.range(length), period)
+    return tf.where(folded < size, folded, period - folded)
+
+
 def make_tile_dataset(prepared, tile_size: int = 128,
                       defect_share: float = 0.5, batch_size: int = 8,
                       augment: AugmentConfig | bool | None = None, seed: int = 0,
-                      split: str = "train", first_tile: int = 0) -> tf.data.Dataset:
+                      split: str = "train", first_tile: int = 0, padding: str = "reflect") -> tf.data.Dataset:
     """An endless stream of ``(images, masks)`` batches of ``tile_size`` crops (notebook 02).
 
     Photos keep their working resolution (a hairline scratch stays visible); the model
@@ -109,18 +120,27 @@ def make_tile_dataset(prepared, tile_size: int = 128,
     the same on every run and machine, and ``first_tile`` resumes it mid-way. The
     augmentation (``True``: :meth:`AugmentConfig.tiles`) runs after batching, in order,
     from a seeded generator.
+
+    A photo smaller than a tile is extended at its bottom and right by reflection
+    (``padding="reflect"``), as prediction pads whole photos, so the model never trains on
+    borders it will not see; ``"zeros"`` (black borders) is kept for the ablation benchmark.
     """
     if augment is True:
         augment = AugmentConfig.tiles()
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
     tile = int(tile_size)
 
     def crop(image_path, mask_path, corner, centred):
         image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
         mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
-        pair = tf.concat([image, mask], axis=-1)
-        pad = tf.maximum(tile - tf.shape(pair)[:2], 0)  # photos smaller than a tile
-        pair = tf.pad(pair, [[0, pad[0]], [0, pad[1]], [0, 0]])
-        pair = pair[corner[0]:corner[0] + tile, corner[1]:corner[1] + tile]
+        pair = tf.concat([image, mask], axis=-1)[corner[0]:corner[0] + tile, corner[1]:corner[1] + tile]
+        if padding == "reflect":   # no-ops for a full-size crop
+            pair = tf.gather(pair, reflect_indices(tf.shape(pair)[0], tile), axis=0)
+            pair = tf.gather(pair, reflect_indices(tf.shape(pair)[1], tile), axis=1)
+        else:
+            pad = tile - tf.shape(pair)[:2]
+            pair = tf.pad(pair, [[0, pad[0]], [0, pad[1]], [0, 0]])
         pair.set_shape([tile, tile, 4])
         return pair[..., :3], pair[..., 3:]
 

@@ -35,13 +35,20 @@ TILE_CORE = 1024
 TILE_MARGIN = 192           # > the receptive-field radius of every model here (~170 px)
 
 
-def _pad_to_stride(image: np.ndarray) -> np.ndarray:
-    height, width = image.shape[:2]
-    pad_h, pad_w = -height % STRIDE, -width % STRIDE
+def reflect_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` extended at its bottom and right to at least ``height`` x ``width`` by
+    reflection (edge repetition for a photo of a pixel or two): how whole photos are padded,
+    and training tiles of photos smaller than a tile (:func:`scratch_utils.pipeline.make_tile_dataset`)."""
+    pad_h, pad_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
     if not (pad_h or pad_w):
         return image
-    mode = "reflect" if min(height, width) > STRIDE else "edge"
+    mode = "reflect" if min(image.shape[:2]) > 1 else "edge"
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+def _pad_to_stride(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    return reflect_pad(image, height + (-height % STRIDE), width + (-width % STRIDE))
 
 
 def _spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:

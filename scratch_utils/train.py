@@ -28,7 +28,7 @@ from .runs import load_run_config, read_history, save_operating_point, write_con
 RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
                 "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
                 "tile_size", "defect_share", "tiles_per_epoch", "augment", "early_stopping",
-                "validate_every", "seed")
+                "validate_every", "seed", "normalization", "tile_padding", "schedule")
 
 
 @dataclass
@@ -52,6 +52,9 @@ class TrainConfig:
     validate_every: int = 1                # score the validation photos every n epochs (and the last)
     seed: int = 0
     deterministic: bool = False
+    normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
+    tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
+    schedule: str = "cosine"               # cosine decay | one_cycle (warm-up, then cosine decay)
     # Filled in by train():
     geometry: dict = field(default_factory=dict)
     prepared: str = ""
@@ -93,11 +96,29 @@ def _strategy_and_precision():
     return strategy, len(gpus)
 
 
-def compile_model(model, loss: str, learning_rate, steps: int):
+SCHEDULES = ("cosine", "one_cycle")
+WARMUP_SHARE = 0.2   # one_cycle: the learning rate climbs for the first fifth of the steps
+
+
+def learning_rate_schedule(kind: str, learning_rate: float, steps: int):
+    """Cosine decay from ``learning_rate`` to 0 over ``steps``; or one cycle: a linear warm-up
+    from a 25th of it over the first fifth, then the same decay (Keras' CosineDecay does both)."""
+    import keras
+    steps = max(1, steps)
+    if kind == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+    if kind == "one_cycle":
+        warmup = max(1, int(WARMUP_SHARE * steps))
+        return keras.optimizers.schedules.CosineDecay(learning_rate / 25, decay_steps=max(1, steps - warmup),
+                                                      warmup_target=learning_rate, warmup_steps=warmup)
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+
+
+def compile_model(model, loss: str, learning_rate, steps: int, schedule: str = "cosine"):
     import keras
 
     from .losses import get_loss
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    schedule = learning_rate_schedule(schedule, learning_rate, steps)
     # IoU of the training tiles at model resolution, named so: every score a user sees is
     # computed on whole photos at their own resolution (scratch_utils.evaluation).
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=get_loss(loss),
@@ -142,15 +163,16 @@ class Fitting:
         c = self.config
         return make_tile_dataset(self.prepared, self.tile, c.defect_share, c.batch_size,
                                  AugmentConfig.tiles() if c.augment else None, c.seed,
-                                 first_tile=first_epoch * self.steps * c.batch_size)
+                                 first_tile=first_epoch * self.steps * c.batch_size, padding=c.tile_padding)
 
     def build(self, strategy):
         from .models import build_model
         c = self.config
         with strategy.scope():
             model = build_model(c.model, None, c.base_filters, depth=c.depth, upsampling=c.upsampling,
-                                encoder_weights=c.encoder_weights, freeze_encoder=c.warmup_epochs > 0)
-            return compile_model(model, c.loss, c.learning_rate, self.steps * c.epochs)
+                                encoder_weights=c.encoder_weights, freeze_encoder=c.warmup_epochs > 0,
+                                normalization=c.normalization)
+            return compile_model(model, c.loss, c.learning_rate, self.steps * c.epochs, c.schedule)
 
     def callbacks(self, resumed: int) -> list:
         import keras
@@ -190,7 +212,7 @@ class Fitting:
                 with strategy.scope():
                     set_encoder_trainable(model, True)
                     compile_model(model, c.loss, c.learning_rate * c.fine_tune_lr_factor,
-                                  self.steps * (c.epochs - warmup))
+                                  self.steps * (c.epochs - warmup), c.schedule)
             fit("main", warmup, c.epochs)
         return callbacks[0], self.timing(time.perf_counter() - started, n_gpus, resumed)
 

@@ -1,0 +1,119 @@
+"""Ablation: which training choices make the working-scale U-Net learn, scored on validation only.
+
+Each variant changes one thing against the baseline (the default profile's U-Net recipe) and
+is trained with ``scratch_utils.train`` at the same budget (epochs x tiles per epoch, batch
+size), then read from its ``metrics.json`` "val" scores: pixel Dice at the photos' own
+resolution, AUROC, and the false alarms on good parts at the validation-chosen decision. The
+test split is never read here. Runs are kept under ``data/ablation/<set>/`` and reused, so
+the script can be stopped and started again; ``--seeds`` repeats every variant.
+
+Sets: ``small`` (600 synthetic parts of 320x240, the working path at scale 0.5 = 160x120,
+about the 128-px squash's pixels: equal resolution) and ``default`` (the default profile's set).
+
+    python benchmarks/bench_recipe.py --set small [--variants a b ...] [--seeds 0 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from scratch_utils import synthetic  # noqa: E402
+from scratch_utils.files import atomic_write_json  # noqa: E402
+from scratch_utils.preparation import prepare  # noqa: E402
+from scratch_utils.profiles import data_root, ensure_prepared, get_profile  # noqa: E402
+from scratch_utils.runs import read_metrics  # noqa: E402
+from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+# One change each against the baseline; "squash" trains the same recipe on the 128-px square.
+VARIANTS = {
+    "baseline": {},
+    "zero_padding": {"tile_padding": "zeros"},
+    "defect_share_0.25": {"defect_share": 0.25},
+    "defect_share_0.1": {"defect_share": 0.1},
+    "defect_share_0.9": {"defect_share": 0.9},
+    "group_norm": {"normalization": "group"},
+    "one_cycle": {"schedule": "one_cycle"},
+    "loss_bce": {"loss": "bce"},
+    "loss_dice": {"loss": "dice"},
+    "loss_focal": {"loss": "focal"},
+    "loss_tversky": {"loss": "tversky"},
+    "tiles_256": {"tile_size": 256, "tiles_per_epoch": 80},   # the same pixels in 4x larger tiles
+    "no_augmentation": {"augment": False},
+    "squash": {"tile_size": 128},
+}
+REPORTED = ("dice", "dice_defective_parts", "auroc", "detection_rate", "false_alarm_rate")
+
+
+def prepared_sets(name: str):
+    """(working-scale folder, 128-px squash folder) of a set, made if missing."""
+    if name == "default":
+        profile = get_profile("default")
+        return ensure_prepared(profile, progress=False), ensure_prepared(profile, progress=False, square=128)
+    root = data_root() / "ablation" / "small"
+    synthetic.generate(root / "synthetic", count=600, seed=0, width=320, height=240, progress=False)
+    prepare(root / "synthetic", root / "prepared-scale0.5", scale=0.5, progress=False)
+    prepare(root / "synthetic", root / "prepared-square128", size=128, progress=False)
+    return root / "prepared-scale0.5", root / "prepared-square128"
+
+
+def run_variant(name: str, seed: int, folders, runs: Path, base: dict) -> dict:
+    scaled, square = folders
+    config = TrainConfig(**{**base, **VARIANTS[name], "seed": seed})
+    started = time.perf_counter()
+    run = train_or_reuse(square if name == "squash" else scaled, runs / f"{name}-s{seed}", config, verbose=0)
+    metrics = read_metrics(run)
+    row = {"variant": name, "seed": seed, **{key: metrics["val"][key] for key in REPORTED},
+           "val_point": metrics["operating_point"], "seconds": round(time.perf_counter() - started, 1)}
+    print(f"{name:20s} seed {seed}: val Dice {row['dice']:.3f}, per part {row['dice_defective_parts']:.3f}, "
+          f"AUROC {row['auroc']:.3f}, caught {row['detection_rate']:.0%}, "
+          f"false alarms {row['false_alarm_rate']:.0%} ({row['seconds']:.0f} s)", flush=True)
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per variant: mean and (min, max) over seeds of each reported score."""
+    summary = {}
+    for name in dict.fromkeys(row["variant"] for row in rows):
+        mine = [row for row in rows if row["variant"] == name]
+        summary[name] = {"seeds": len(mine), **{
+            key: {"mean": round(float(np.mean([r[key] for r in mine])), 4),
+                  "min": round(float(np.min([r[key] for r in mine])), 4),
+                  "max": round(float(np.max([r[key] for r in mine])), 4)} for key in REPORTED}}
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="small", choices=("small", "default"))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the default profile's")
+    args = parser.parse_args()
+    base = {"model": "unet", "loss": "bce_dice", **get_profile("default").training("unet")}
+    if args.epochs:
+        base["epochs"] = args.epochs
+    folders = prepared_sets(args.set)
+    runs = data_root() / "ablation" / args.set / "runs"
+    rows = [run_variant(name, seed, folders, runs, base) for seed in args.seeds for name in args.variants]
+    out = HERE / "results" / f"recipe_{args.set}.json"
+    previous = __import__("json").loads(out.read_text()) if out.is_file() else {"runs": []}
+    kept = [r for r in previous["runs"] if (r["variant"], r["seed"]) not in {(x["variant"], x["seed"]) for x in rows}]
+    rows = kept + rows
+    atomic_write_json(out, {"benchmark": "recipe", "set": args.set, "budget": {
+        k: base[k] for k in ("epochs", "tiles_per_epoch", "batch_size", "base_filters", "learning_rate")},
+        "scored_on": "validation split, photo resolution", "variants": VARIANTS,
+        "summary": summarise(rows), "runs": rows, "cpu_count": os.cpu_count(),
+        "machine": platform.machine()})
+    print(f"wrote {out.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
