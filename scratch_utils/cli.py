@@ -196,7 +196,7 @@ def _training_commands(commands) -> None:
     tr.add_argument("--defect-share", dest="defect_share", type=float,
                     help="share of training tiles centred on a defect (default 0.5)")
     tr.add_argument("--tiles-per-epoch", dest="tiles_per_epoch", type=int,
-                    help="default: one per training photo")
+                    help="default: the profile's (0: one per training photo)")
     tr.add_argument("--early-stopping", dest="early_stopping", type=int, help="patience in validated epochs")
     tr.add_argument("--validate-every", dest="validate_every", type=int,
                     help="score the validation photos every n epochs and after the last (default: the profile's)")

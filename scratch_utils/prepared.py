@@ -1,4 +1,4 @@
-"""A prepared folder, opened once: what training, evaluation and the notebooks read (notebooks 02-05).
+"""A prepared folder, opened once: what training, evaluation and the notebooks read (notebooks 01-05).
 
 ``prepare`` writes the folder (:mod:`scratch_utils.preparation`); :class:`Prepared` reads it:
 the manifest rows and their splits, the working geometry, the source folder, the prepared

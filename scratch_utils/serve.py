@@ -1,8 +1,8 @@
 """The scratch-masking app: upload a photo, get the scratch masked back.
 
 ``python -m scratch_utils serve --model RUN`` starts it. Pages and API use
-:class:`scratch_utils.predict.Predictor`, the same preprocessing, threshold and minimum area
-as ``predict`` and notebook 05 (read from the run folder), so the app and the notebooks
+:class:`scratch_utils.predict.Predictor`: the same preprocessing and operating point (mask threshold,
+decision threshold, minimum region) as ``predict`` and notebook 05 (read from the run folder), so the app and the notebooks
 agree on every photo.
 
 - ``GET /``: an upload page; ``POST /`` shows the photo, the verdict and the photo with

@@ -8,7 +8,8 @@ code path (:func:`scratch_utils.predict.probability_map`), and
   prepared masks (a loss is defined where the model works);
 - ``val_dice``, ``val_precision`` and ``val_recall`` are the pixel scores of the mask at
   threshold 0.5, at each photo's own resolution against its label polygons: computed by
-  :func:`scratch_utils.evaluation.pixel_scores`, the function behind ``metrics.json``.
+  :func:`scratch_utils.evaluation.pixel_scores` from the same sweep and formulas as the scores
+  of ``metrics.json`` (:func:`scratch_utils.evaluation.scores`).
 
 Epochs in between log NaN. The epoch with the lowest ``val_loss`` is saved as ``model.keras``
 and its predictions are kept, on which ``train`` then chooses the operating point. Keras'
