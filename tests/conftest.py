@@ -56,6 +56,20 @@ def aihub_source(tmp_path) -> Path:
     return root
 
 
+def write_prepared_files(root: Path, rows: list[dict], scale: float = 1.0) -> Path:
+    """The manifest and summary of a hand-made prepared folder (its images/ and masks/ written
+    by the caller), so that :class:`scratch_utils.prepared.Prepared` opens it."""
+    import csv
+
+    from scratch_utils.preparation import MANIFEST_FIELDS
+    with (root / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "preparation.json").write_text(json.dumps({"source": str(root), "settings": {"scale": scale}}))
+    return root
+
+
 TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8, tile_size=32)
 
 

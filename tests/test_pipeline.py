@@ -1,15 +1,13 @@
 """The training input (tiles) and joint augmentation: alignment, binarity, determinism, contract."""
-import csv
-import json
 
 import numpy as np
 import pytest
+from conftest import write_prepared_files
 from PIL import Image
 
 tf = pytest.importorskip("tensorflow")
 
 from scratch_utils.augment import AugmentConfig, JointAugment  # noqa: E402
-from scratch_utils.preparation import MANIFEST_FIELDS  # noqa: E402
 from scratch_utils.pipeline import make_tile_dataset  # noqa: E402
 from scratch_utils.prepared import Prepared  # noqa: E402
 
@@ -35,12 +33,7 @@ def make_pattern_set(root, n=12, size=32, splits=None, seed=0):
         rows.append({"stem": stem, "source_image": f"{stem}.jpg", "label_file": f"{stem}.json",
                      "quality": "defective", "width": size, "height": size,
                      "defect_share": float(mask.mean()), "n_defects": 1, "split": split})
-    with (root / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "preparation.json").write_text(json.dumps({"source": str(root), "settings": {"scale": 1.0}}))
-    return root
+    return write_prepared_files(root, rows)
 
 
 def batches(prepared, n=3, **kwargs):

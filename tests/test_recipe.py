@@ -1,10 +1,9 @@
 """The training recipe's pieces, each against a hand-computed answer: tile padding, the tile
 sampler's class prior, group normalisation, the learning-rate schedules."""
-import csv
-import json
 
 import numpy as np
 import pytest
+from conftest import write_prepared_files
 from PIL import Image
 
 tf = pytest.importorskip("tensorflow")
@@ -12,7 +11,6 @@ keras = pytest.importorskip("keras")
 
 from scratch_utils.pipeline import make_tile_dataset, reflect_indices, sample_tiles  # noqa: E402
 from scratch_utils.predict import reflect_pad  # noqa: E402
-from scratch_utils.preparation import MANIFEST_FIELDS  # noqa: E402
 
 
 def small_photo_set(root, width=40, height=24, n=6):
@@ -31,12 +29,7 @@ def small_photo_set(root, width=40, height=24, n=6):
         rows.append({"stem": stem, "source_image": f"{stem}.jpg", "label_file": "", "quality": "defective",
                      "width": width, "height": height, "defect_share": 1 / mask.size, "n_defects": 1,
                      "split": "train" if k < 4 else "val"})
-    with (root / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "preparation.json").write_text(json.dumps({"source": str(root), "settings": {"scale": 1.0}}))
-    return root
+    return write_prepared_files(root, rows)
 
 
 def test_reflect_indices_extend_an_axis_like_numpy_reflect():
