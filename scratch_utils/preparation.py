@@ -31,7 +31,7 @@ from .errors import ItemError, PrepareError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_within
 from .geometry import Geometry, pick_scale
 from .limits import DEFAULT_MAX_MEGAPIXELS
-from .masks import MIN_COVERAGE, defect_width, mask_width, prepared_mask, rle_json
+from .masks import MIN_COVERAGE, defect_widths, prepared_mask, rle_json
 from .parallel import parallel_map
 from .photos import model_input_image, open_photo, png_bytes
 from .prepared import MANIFEST, SUMMARY
@@ -278,21 +278,12 @@ def estimate_scale(items: list[Item], min_width_px: float = MIN_DEFECT_WIDTH_PX,
     up to ``sample`` defects) stay ``min_width_px`` wide. Squashing further erases them."""
     widths = []
     for item in items:
-        widths += [defect_width(polys) for polys in item.polygons]
+        try:
+            widths += defect_widths(item)
+        except (OSError, ValueError, ItemError):   # an unreadable mask: prepare reports it
+            continue
         if len(widths) >= sample:
             break
-    if not widths:  # masks or RLE only: measure a few rasters
-        for item in items[: sample // 4]:
-            try:
-                if item.mask:
-                    with Image.open(item.mask) as handle:
-                        raster = np.asarray(handle.convert("L")) > 127
-                    if raster.any():
-                        widths.append(mask_width(raster))
-                widths += [mask_width(mask_utils.decode(rle)) for rle in item.rles
-                           if isinstance(rle, dict) and not isinstance(rle.get("counts"), list)]
-            except (OSError, ValueError):
-                continue
     widths = [w for w in widths if w > 0]
     narrowest = float(np.percentile(widths, 5)) if widths else None
     return {"scale": pick_scale(narrowest, min_width_px), "min_width_px": min_width_px,

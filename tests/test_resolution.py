@@ -243,3 +243,38 @@ def test_the_predictions_train_keeps_match_a_fresh_prediction(run, scaled):
     assert [r["stem"] for r in kept.rows] == [r["stem"] for r in fresh.rows]
     for a, b in zip(kept.probabilities, fresh.probabilities):
         assert a.shape == b.shape and np.allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
+
+
+def test_the_auto_scale_agrees_for_mask_files_and_polygons_traced_from_them(tmp_path):
+    """The same defects as mask files and as AIHub polygons traced around those masks (ragged,
+    as a tracing tool leaves them) get the same width estimate and the same working scale."""
+    from PIL import ImageDraw
+    from skimage.measure import approximate_polygon, find_contours
+
+    from scratch_utils.preparation import estimate_scale
+    from scratch_utils.sources import discover
+    rng = np.random.default_rng(3)
+    pairs, aihub = tmp_path / "pairs", tmp_path / "aihub"
+    for k in range(12):
+        mask = np.zeros((240, 320), np.uint8)
+        for _ in range(2):                               # 2-3 px wide scratches, at any angle
+            x0, y0 = rng.uniform(20, 300), rng.uniform(20, 220)
+            angle, length = rng.uniform(0, np.pi), rng.uniform(60, 200)
+            x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
+            polygon = line_polygon(x0, y0, np.clip(x1, 5, 315), np.clip(y1, 5, 235), rng.uniform(2, 3))
+            canvas = Image.fromarray(mask)
+            ImageDraw.Draw(canvas).polygon(list(zip(polygon[::2], polygon[1::2])), fill=1)
+            mask = np.asarray(canvas)
+        write_photo(pairs / "images" / f"p{k}.png", 320, 240)
+        write_photo(aihub / f"p{k}.png", 320, 240)
+        (pairs / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask * 255).save(pairs / "masks" / f"p{k}.png")
+        traced = [approximate_polygon(c, tolerance=0.5)[:, ::-1].reshape(-1).round(2).tolist()
+                  for c in find_contours(np.pad(mask, 1), 0.5)]
+        write_aihub_label(aihub / f"p{k}.json", f"p{k}.png", 320, 240,
+                          [defect([v - 1 for v in poly]) for poly in traced if len(poly) >= 6])
+    estimates = {name: estimate_scale(discover(folder)[2]) for name, folder in (("pairs", pairs), ("aihub", aihub))}
+    assert estimates["pairs"]["scale"] == estimates["aihub"]["scale"], estimates
+    widths = [e["narrowest_defect_px"] for e in estimates.values()]
+    assert abs(widths[0] - widths[1]) / max(widths) < 0.15, estimates
+    assert 2 < min(widths) and max(widths) < 4, "about the drawn 2-3 px (PIL fills its edges: a pixel more)"
