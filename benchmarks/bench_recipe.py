@@ -48,6 +48,11 @@ VARIANTS = {
     "tiles_256": {"tile_size": 256, "tiles_per_epoch": 80},   # the same pixels in 4x larger tiles
     "no_augmentation": {"augment": False},
     "squash": {"tile_size": 128},
+    # Combinations of the single changes that helped on the small set (seed 0).
+    "defect_share_0.75": {"defect_share": 0.75},
+    "share_0.9+group_norm": {"defect_share": 0.9, "normalization": "group"},
+    "share_0.9+tversky": {"defect_share": 0.9, "loss": "tversky"},
+    "share_0.9+filters_16": {"defect_share": 0.9, "base_filters": 16},
 }
 REPORTED = ("dice", "dice_defective_parts", "auroc", "detection_rate", "false_alarm_rate")
 

@@ -1,0 +1,104 @@
+"""Learning curve: does more CPU time pay? Validation scores against samples seen, for the
+working-scale U-Net and the 128-px squash, at 1/2, 1, 2 and 4 times the profile's budget.
+
+Each point is its own ``train`` run (the learning-rate schedule spans its whole budget), scored
+on the validation split at the photos' own resolution: pixel Dice at the run's mask threshold,
+and the false alarms on good parts at the lowest decision that catches 95% of the defective
+parts (from the detection curve of the validation predictions). Writes
+``benchmarks/results/learning_curve.json`` and ``figures/learning_curve.png`` (``--out`` elsewhere).
+
+    python benchmarks/bench_learning_curve.py [--profile default] [--multiples 0.5 1 2 4] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scratch_utils.compare import detection_curve  # noqa: E402
+from scratch_utils.evaluation import run_predictions  # noqa: E402
+from scratch_utils.figures import write_figure  # noqa: E402
+from scratch_utils.files import atomic_write_json  # noqa: E402
+from scratch_utils.profiles import ensure_prepared, get_profile, profile_dir  # noqa: E402
+from scratch_utils.runs import load_run_config, read_metrics  # noqa: E402
+from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PATHS = {"working scale, tiles": None, "128-px squash": "square"}
+
+
+def false_alarms_at(run: Path, target: float = 0.95) -> float:
+    """Validation false-alarm rate of the best decision catching ``target`` of the defective parts."""
+    false_alarms, detections = detection_curve(run_predictions(run, "val"))
+    return float(false_alarms[np.argmax(detections >= target)])
+
+
+def point(profile, path: str, multiple: float, seed: int, runs: Path) -> dict:
+    square = profile.square_size if PATHS[path] == "square" else None
+    prepared = ensure_prepared(profile, progress=False, square=square)
+    training = profile.training("unet")
+    epochs = max(1, round(training["epochs"] * multiple))
+    config = TrainConfig(model="unet", loss="bce_dice", **{**training, "epochs": epochs, "seed": seed})
+    name = f"{'square' if square else 'scaled'}-x{multiple:g}-s{seed}"
+    run = train_or_reuse(prepared, runs / name, config, verbose=0)
+    metrics, extra = read_metrics(run), load_run_config(run)["extra"]
+    row = {"path": path, "multiple": multiple, "epochs": epochs, "samples_seen": extra["tiles_seen"],
+           "train_seconds": extra["train_seconds"], "val_dice": metrics["val"]["dice"],
+           "val_auroc": metrics["val"]["auroc"], "val_false_alarms_at_95": false_alarms_at(run)}
+    print(f"{path:22s} x{multiple:<4g} {row['samples_seen']:6d} samples: val Dice {row['val_dice']:.3f}, "
+          f"false alarms at 95% caught {row['val_false_alarms_at_95']:.0%} ({row['train_seconds']:.0f} s)", flush=True)
+    return row
+
+
+def plot(rows: list[dict], profile_name: str):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for path in PATHS:
+        mine = sorted((r for r in rows if r["path"] == path), key=lambda r: r["samples_seen"])
+        x = [r["samples_seen"] for r in mine]
+        axes[0].plot(x, [r["val_dice"] for r in mine], marker="o", label=path)
+        axes[1].plot(x, [r["val_false_alarms_at_95"] for r in mine], marker="o", label=path)
+    axes[0].set_title("pixel Dice (validation, photo resolution)")
+    axes[1].set_title("false alarms on good parts at 95% caught (validation)")
+    axes[0].set_ylim(0, 1)
+    axes[1].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training samples seen (tiles or squashed photos)")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    fig.suptitle(f"Learning curve, U-Net, {profile_name} profile: does more CPU time pay?")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--multiples", nargs="*", type=float, default=[0.5, 1, 2, 4])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder for the JSON and the figure (default: the repo's)")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
+    runs = profile_dir(profile) / "learning_curve"
+    rows = [point(profile, path, multiple, args.seed, runs) for path in PATHS for multiple in args.multiples]
+    out = Path(args.out) if args.out else None
+    json_path = (out or ROOT / "benchmarks" / "results") / "learning_curve.json"
+    figure_path = (out or ROOT / "figures") / "learning_curve.png"
+    atomic_write_json(json_path, {"benchmark": "learning_curve", "profile": profile.name, "seed": args.seed,
+                                  "scored_on": "validation split, photo resolution", "points": rows,
+                                  "cpu_count": os.cpu_count(), "machine": platform.machine()})
+    write_figure(plot(rows, profile.name), figure_path)
+    print(f"wrote {json_path.name} and {figure_path.name}")
+
+
+if __name__ == "__main__":
+    main()

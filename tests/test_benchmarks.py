@@ -1,0 +1,29 @@
+"""The benchmarks that decide the recipe run end to end in the smoke profile (their numbers
+come from the default profile; here only that they run and write what the README reads)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_the_learning_curve_runs_in_the_smoke_profile(tmp_path):
+    env = {**os.environ, "SCRATCH_DATA_DIR": str(tmp_path / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_learning_curve.py"), "--profile",
+                           "smoke", "--multiples", "1", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "learning_curve.json").read_text())
+    assert {(p["path"], p["multiple"]) for p in result["points"]} == {
+        (path, m) for path in ("working scale, tiles", "128-px squash") for m in (1, 2)}
+    for p in result["points"]:
+        assert 0 <= p["val_dice"] <= 1 and 0 <= p["val_false_alarms_at_95"] <= 1
+    doubled = {p["path"]: p["samples_seen"] for p in result["points"] if p["multiple"] == 2}
+    single = {p["path"]: p["samples_seen"] for p in result["points"] if p["multiple"] == 1}
+    assert all(doubled[path] == 2 * single[path] for path in single), "samples seen double with the budget"
+    assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
