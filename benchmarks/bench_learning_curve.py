@@ -12,6 +12,7 @@ parts (from the detection curve of the validation predictions). Writes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 from pathlib import Path
@@ -70,9 +71,12 @@ def plot(rows: list[dict], profile_name: str):
     axes[1].set_title("false alarms on good parts at 95% caught (validation)")
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(-0.02, 1.02)
+    ticks = sorted({r["samples_seen"] for r in rows})
     for ax in axes:
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("training samples seen (tiles or squashed photos)")
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("training samples seen (tiles or squashed photos, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
     fig.suptitle(f"Learning curve, U-Net, {profile_name} profile: does more CPU time pay?")
@@ -86,13 +90,17 @@ def main(argv=None) -> None:
     parser.add_argument("--multiples", nargs="*", type=float, default=[0.5, 1, 2, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder for the JSON and the figure (default: the repo's)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
-    runs = profile_dir(profile) / "learning_curve"
-    rows = [point(profile, path, multiple, args.seed, runs) for path in PATHS for multiple in args.multiples]
     out = Path(args.out) if args.out else None
     json_path = (out or ROOT / "benchmarks" / "results") / "learning_curve.json"
     figure_path = (out or ROOT / "figures") / "learning_curve.png"
+    if args.plot_only:
+        write_figure(plot(json.loads(json_path.read_text())["points"], profile.name), figure_path)
+        return
+    runs = profile_dir(profile) / "learning_curve"
+    rows = [point(profile, path, multiple, args.seed, runs) for path in PATHS for multiple in args.multiples]
     atomic_write_json(json_path, {"benchmark": "learning_curve", "profile": profile.name, "seed": args.seed,
                                   "scored_on": "validation split, photo resolution", "points": rows,
                                   "cpu_count": os.cpu_count(), "machine": platform.machine()})
