@@ -66,3 +66,13 @@ def test_readme_shows_the_committed_results(rows):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for row in rows:
         assert f"| {row['name']} |" in readme, f"README results table lacks {row['name']}"
+
+
+def test_the_recipe_page_shows_the_committed_benchmark_numbers():
+    """docs/recipe.md's tables are what the benchmark JSON says (benchmarks/docs_tables.py)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from docs_tables import DOC, block, tables
+    text = DOC.read_text(encoding="utf-8")
+    for name, table in tables().items():
+        assert block(text, name) == table, f"docs/recipe.md's {name} table is stale: run benchmarks/docs_tables.py"
