@@ -96,9 +96,9 @@ def summarise(rows: list[dict]) -> dict:
     for name in dict.fromkeys(row["variant"] for row in rows):
         mine = [row for row in rows if row["variant"] == name]
         summary[name] = {"seeds": len(mine), **{
-            key: {"mean": round(float(np.mean([r[key] for r in mine])), 4),
-                  "min": round(float(np.min([r[key] for r in mine])), 4),
-                  "max": round(float(np.max([r[key] for r in mine])), 4)} for key in SUMMARISED}}
+            key: {"mean": round(float(np.mean([r[key] for r in mine])), 6),
+                  "min": round(float(np.min([r[key] for r in mine])), 6),
+                  "max": round(float(np.max([r[key] for r in mine])), 6)} for key in SUMMARISED}}
     return summary
 
 
