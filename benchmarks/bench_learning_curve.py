@@ -67,8 +67,10 @@ def plot(rows: list[dict], profile_name: str):
         x = [r["samples_seen"] for r in mine]
         axes[0].plot(x, [r["val_dice"] for r in mine], marker="o", label=path)
         axes[1].plot(x, [r["val_false_alarms_at_95"] for r in mine], marker="o", label=path)
-    axes[0].set_title("pixel Dice (validation, photo resolution)")
-    axes[1].set_title("false alarms on good parts at 95% caught (validation)")
+    axes[0].set_title("pooled pixel Dice (validation, photo resolution)")
+    axes[1].set_title("false alarms at 95% of defective parts caught")
+    axes[0].set_ylabel("Dice")
+    axes[1].set_ylabel("share of good validation parts flagged")
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(-0.02, 1.02)
     ticks = sorted({r["samples_seen"] for r in rows})
@@ -79,7 +81,7 @@ def plot(rows: list[dict], profile_name: str):
         ax.set_xlabel("training samples seen (tiles or squashed photos, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-    fig.suptitle(f"Learning curve, U-Net, {profile_name} profile: does more CPU time pay?")
+    fig.suptitle(f"Learning curve, U-Net, {profile_name} profile, one seed per point: does more training pay?")
     fig.tight_layout()
     return fig
 
