@@ -121,9 +121,10 @@ def read_metrics(run: str | os.PathLike) -> dict:
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
-    """``history.csv`` as rows of floats (NaN where validation was not scored)."""
+    """``history.csv`` as rows of floats (NaN where validation was not scored: an empty cell)."""
     with Path(path).open(newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+        return [{key: float(value) if value not in ("", None) else float("nan") for key, value in row.items()}
+                for row in csv.DictReader(handle)]
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -134,4 +135,5 @@ def write_history(path: Path, history: list[dict]) -> None:
     with Path(path).open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
-        writer.writerows({k: (int(v) if k == "epoch" else v) for k, v in row.items()} for row in history)
+        writer.writerows({k: (int(v) if k == "epoch" else "" if v != v else v) for k, v in row.items()}
+                         for row in history)

@@ -175,16 +175,15 @@ class Fitting:
             return compile_model(model, c.loss, c.learning_rate, self.steps * c.epochs, c.schedule)
 
     def callbacks(self, resumed: int) -> list:
-        import keras
-
-        from .validation import WholePhotoValidation
+        from .validation import EpochLog, WholePhotoValidation
         c = self.config
         validation = WholePhotoValidation(self.prepared, c.loss, c.validate_every, c.epochs,
                                           checkpoint=self.staging / "model.keras",
                                           keep_best=self.staging / KEEP_BEST, patience=c.early_stopping)
         if resumed:
             restore_progress(self.staging, validation)
-        return [validation, keras.callbacks.CSVLogger(self.staging / "history.csv", append=True)]
+        return [validation, EpochLog(self.staging / "history.csv", f"{c.model} ({c.loss})", c.epochs,
+                                     verbose=self.verbose > 0)]
 
     def run(self, resumed: int):
         """Fit; returns the validation callback (with the best predictions) and the timings."""
@@ -201,8 +200,9 @@ class Fitting:
             # One backup folder per phase: the fine-tuning phase has another optimizer.
             backup = keras.callbacks.BackupAndRestore(self.staging / "backup" / phase, delete_checkpoint=False)
             start = max(first, min(backed_up_epoch(self.staging, phase), last))
+            # The backup before the log: when an epoch's line is printed, the epoch is saved.
             model.fit(self.tiles(start), initial_epoch=first, epochs=last, steps_per_epoch=self.steps,
-                      callbacks=callbacks + [backup], shuffle=False, verbose=self.verbose)
+                      callbacks=[callbacks[0], backup, callbacks[1]], shuffle=False, verbose=0)
 
         started = time.perf_counter()
         if warmup:

@@ -11,7 +11,8 @@ code path (:func:`scratch_utils.predict.probability_map`), and
   :func:`scratch_utils.evaluation.pixel_scores` from the same sweep and formulas as the scores
   of ``metrics.json`` (:func:`scratch_utils.evaluation.scores`).
 
-Epochs in between log NaN. The epoch with the lowest ``val_loss`` is saved as ``model.keras``
+Epochs in between log nothing for validation (an empty cell in ``history.csv``, written by
+:class:`EpochLog`, which also prints one line per epoch naming the model). The epoch with the lowest ``val_loss`` is saved as ``model.keras``
 and its predictions are kept, on which ``train`` then chooses the operating point. Keras'
 ModelCheckpoint and EarlyStopping are not used: they take a first NaN for an improvement and
 never improve on it again.
@@ -81,7 +82,6 @@ class WholePhotoValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         if not self.scores_after(epoch):
-            logs.update({key: math.nan for key in LOGGED})  # CSVLogger takes its columns from epoch 1
             return
         predictions = self.predict()
         value = self.validation_loss(predictions)
@@ -104,3 +104,30 @@ class WholePhotoValidation(keras.callbacks.Callback):
         if self.keep_best is not None:    # what a resumed run needs of this epoch
             save_predictions(self.best, self.keep_best)
             atomic_write_json(self.keep_best.with_suffix(".json"), {"epoch": epoch, "val_loss": value})
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One row of ``history.csv`` and (``verbose``) one printed line per epoch, with only what
+    was measured: the training tiles' loss and IoU, and the validation scores on scored epochs."""
+
+    COLUMNS = ("epoch", "loss", "tile_iou") + LOGGED
+
+    def __init__(self, path: Path, title: str, epochs: int, verbose: bool = True):
+        super().__init__()
+        self.path, self.title, self.epochs, self.verbose = Path(path), title, epochs, verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": epoch, **{key: logs.get(key) for key in self.COLUMNS[1:]}}
+        new = not self.path.is_file()
+        with self.path.open("a", encoding="utf-8") as handle:
+            if new:
+                handle.write(",".join(self.COLUMNS) + "\n")
+            handle.write(",".join("" if v is None else str(v if k == "epoch" else float(v))
+                                  for k, v in row.items()) + "\n")
+        if self.verbose:
+            line = f"{self.title} epoch {epoch + 1}/{self.epochs}: training tiles loss {row['loss']:.3f}"
+            if row["val_loss"] is not None:
+                line += (f"; validation photos loss {row['val_loss']:.3f}, Dice {row['val_dice']:.3f} "
+                         f"(precision {row['val_precision']:.3f}, recall {row['val_recall']:.3f})")
+            print(line, flush=True)

@@ -170,6 +170,8 @@ def test_cli_train_evaluate_predict(prepared, tmp_path):
                   "--base-filters", "4", "--epochs", "1")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "chosen on validation: mask threshold" in trained.stdout and "dice" in trained.stdout
+    assert "unet (bce_dice) epoch 1/1: training tiles loss" in trained.stdout, trained.stdout[:500]
+    assert "nan" not in trained.stdout.lower(), "the log shows what was measured, no NaN columns"
     evaluated = cli("evaluate", "--model", str(tmp_path / "r"), "--split", "val")
     assert evaluated.returncode == 0 and "detection_rate" in json.loads(evaluated.stdout)
     again = cli("train", "--data", str(prepared), "--out", str(tmp_path / "r"), "--profile", "smoke")
@@ -260,9 +262,9 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_pa
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     metadata = staging / "backup" / "main" / "training_metadata.json"
     try:
-        # Keras prints "Epoch 3/6" once epoch 2 has ended and its backup is written: kill then.
+        # train prints an epoch's line once its backup is written: kill after epoch 2's.
         for line in process.stdout:
-            if line.startswith("Epoch 3/6"):
+            if line.startswith("unet (bce_dice) epoch 2/6"):
                 break
         else:
             raise AssertionError("training ended before it could be interrupted")
