@@ -67,7 +67,7 @@ def _train(args) -> int:
     point = metrics["operating_point"]
     print(f"run {run}: chosen on validation: mask threshold {point['mask_threshold']:.2f}; "
           f"a part is defective when one region above {point['decision_threshold']:.2f} has "
-          f"{point['min_region']} px or more; test at the photos' own resolution: "
+          f"{point['min_region']} px or more of {point['region_measure']}; test at the photos' own resolution: "
           f"dice {test['dice']:.3f}, IoU {test['iou']:.3f}, caught {test['detection_rate']:.0%} "
           f"of defective parts, false alarms on {test['false_alarm_rate']:.0%} of good parts")
     return 0
@@ -122,7 +122,7 @@ def _report(args) -> int:
     return 0
 
 
-OVERRIDES = ("mask_threshold", "decision_threshold", "min_region")
+OVERRIDES = ("mask_threshold", "decision_threshold", "min_region", "region_measure")
 
 
 def _overrides(args) -> dict:
@@ -136,7 +136,10 @@ def _operating_point_overrides(command) -> None:
     command.add_argument("--decision-threshold", dest="decision_threshold", type=float,
                          help="pixel threshold of the pass/fail call (default: the run's)")
     command.add_argument("--min-region", dest="min_region", type=int,
-                         help="pixels (at model resolution) of the smallest region called a defect "
+                         help="pixels (at model resolution, by --region-measure) of the smallest region "
+                              "called a defect (default: the run's)")
+    command.add_argument("--region-measure", dest="region_measure", choices=("length", "area"),
+                         help="measure a region by the length of its skeleton or by its area "
                               "(default: the run's)")
 
 

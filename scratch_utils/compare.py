@@ -2,7 +2,9 @@
 
 The plant's question is part-level: catch at least 95% of defective parts with as few
 false alarms on good parts as possible. A part is called defective when one connected region
-of pixels at or above the ``decision_threshold`` covers at least ``min_region`` pixels; both are
+of pixels at or above the ``decision_threshold`` reaches ``min_region`` pixels by its
+``region_measure``: the length of its skeleton (a scratch is long and thin, a dust speck
+compact) or its area (the older one-region rule, kept as a comparison row). All three are
 picked on the validation split. The mask a user sees (and every pixel score) uses its own
 ``mask_threshold``, the one with the best validation Dice: a threshold low enough to catch
 faint scratches paints masks too wide. Then the test split is scored once at that point.
@@ -17,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import SplitPredictions, per_image, pixel_curve
+from .evaluation import SplitPredictions, per_image, pixel_curve, run_predictions, scores
 from .files import atomic_write_json, atomic_write_text
-from .metrics import called_defective, detection_rates
-from .runs import TARGET_DETECTION, OperatingPoint
+from .metrics import REGION_MEASURES, called_defective, detection_rates
+from .runs import TARGET_DETECTION, OperatingPoint, load_run_config, read_metrics
 
-# Minimum defect regions, in pixels at model resolution: a dust speck covers a few, a scratch dozens.
-MIN_REGIONS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# Minimum defect regions, in pixels at model resolution (of skeleton length or of area): a dust
+# speck measures a few, a scratch dozens. 1 is a real limit; the top is past any region seen.
+MIN_REGIONS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048)
 
 
 def choose_mask_threshold(predictions: SplitPredictions) -> float:
@@ -32,40 +35,47 @@ def choose_mask_threshold(predictions: SplitPredictions) -> float:
     return float(curve["thresholds"][int(np.argmax(curve["dice"]))])
 
 
-def decision_grid(predictions: SplitPredictions, min_regions=MIN_REGIONS):
-    """(detection rate, false-alarm rate, decision threshold, min region) for every pair of
-    the grid the decision is searched on."""
-    regions, is_defective = predictions.stats["region"], predictions.is_defective
-    for k, threshold in enumerate(predictions.thresholds):
-        for min_region in min_regions:
-            rates = detection_rates(is_defective, called_defective(regions[:, k], min_region))
-            yield rates["detection_rate"], rates["false_alarm_rate"], float(threshold), int(min_region)
+def decision_grid(predictions: SplitPredictions, min_regions=MIN_REGIONS, measures=REGION_MEASURES):
+    """(detection rate, false-alarm rate, decision threshold, min region, measure) for every
+    combination of the grid the decision is searched on."""
+    is_defective = predictions.is_defective
+    for measure in measures:
+        sizes = predictions.stats[measure]
+        for k, threshold in enumerate(predictions.thresholds):
+            for min_region in min_regions:
+                rates = detection_rates(is_defective, called_defective(sizes[:, k], min_region))
+                yield (rates["detection_rate"], rates["false_alarm_rate"], float(threshold), int(min_region),
+                       measure)
 
 
 def choose_operating_point(predictions: SplitPredictions, target: float = TARGET_DETECTION,
-                           min_regions=MIN_REGIONS) -> OperatingPoint:
-    """Lowest false-alarm rate among the (threshold, min region) pairs of the grid that catch
-    ``target`` of the defective parts; ties go to the higher threshold, then the larger region
-    (the stricter rule). If none reaches the target, the pair with the highest detection
-    rate (the plant's priority), ties to fewer false alarms. The mask threshold is chosen
-    apart, for the best Dice."""
-    candidates = list(decision_grid(predictions, min_regions))
+                           min_regions=MIN_REGIONS, measures=REGION_MEASURES) -> OperatingPoint:
+    """Lowest false-alarm rate among the (threshold, min region, measure) combinations of the
+    grid that catch ``target`` of the defective parts; ties go to the higher threshold, then
+    the larger region (the stricter rule), then the measure listed first (length). If none
+    reaches the target, the one with the highest detection rate (the plant's priority), ties
+    to fewer false alarms. The mask threshold is chosen apart, for the best Dice."""
+    candidates = list(decision_grid(predictions, min_regions, measures))
+    order = {measure: rank for rank, measure in enumerate(measures)}
     meeting = [c for c in candidates if c[0] >= target]
     if meeting:
-        detection, false_alarm, threshold, min_region = min(meeting, key=lambda c: (c[1], -c[2], -c[3]))
+        chosen = min(meeting, key=lambda c: (c[1], -c[2], -c[3], order[c[4]]))
     else:
-        detection, false_alarm, threshold, min_region = max(candidates, key=lambda c: (c[0], -c[1], c[2]))
+        chosen = max(candidates, key=lambda c: (c[0], -c[1], c[2], -order[c[4]]))
+    detection, false_alarm, threshold, min_region, measure = chosen
     return OperatingPoint(mask_threshold=choose_mask_threshold(predictions), decision_threshold=threshold,
-                          min_region=min_region, detection_rate=detection, false_alarm_rate=false_alarm,
-                          target_met=bool(meeting), target=target)
+                          min_region=min_region, region_measure=measure, detection_rate=detection,
+                          false_alarm_rate=false_alarm, target_met=bool(meeting), target=target)
 
 
-def detection_curve(predictions: SplitPredictions, min_regions=MIN_REGIONS) -> tuple[np.ndarray, np.ndarray]:
+def detection_curve(predictions: SplitPredictions, min_regions=MIN_REGIONS,
+                    measures=REGION_MEASURES) -> tuple[np.ndarray, np.ndarray]:
     """(false-alarm rates, detection rates): the best detection rate reachable at each
     false-alarm rate over the whole grid the operating point is searched on (every pixel
-    threshold x every minimum region), so a chosen point lies on or under the curve."""
+    threshold x every minimum region x every measure), so a chosen point lies on or under
+    the curve."""
     points = {}
-    for detection, false_alarm, _, _ in decision_grid(predictions, min_regions):
+    for detection, false_alarm, *_ in decision_grid(predictions, min_regions, measures):
         points[false_alarm] = max(points.get(false_alarm, 0.0), detection)
     points.setdefault(0.0, 0.0)
     points.setdefault(1.0, 1.0)
@@ -92,8 +102,10 @@ def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4
     return (picks + false_alarms)[:n]
 
 
-SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detection_rate",
-          "false_alarm_rate", "auroc"]
+SCORES = ["dice", "dice_low", "dice_high", "iou", "miou", "tolerance_f1", "precision", "recall",
+          "dice_defective_parts", "detection_rate", "detection_rate_low", "detection_rate_high",
+          "located_detection_rate", "false_alarm_rate", "false_alarm_rate_low", "false_alarm_rate_high",
+          "auroc"]
 
 
 def comparison_row(name: str, config: dict, metrics: dict) -> dict:
@@ -108,11 +120,85 @@ def comparison_row(name: str, config: dict, metrics: dict) -> dict:
            "train_tiles_per_s": extra.get("train_tiles_per_s"),
            "inference_ms_per_photo": metrics.get("inference_ms_per_photo"),
            "mask_threshold": point["mask_threshold"], "decision_threshold": point["decision_threshold"],
-           "min_region": point["min_region"], "target_met_on_val": point["target_met"]}
+           "min_region": point["min_region"], "region_measure": point["region_measure"],
+           "target_met_on_val": point["target_met"]}
     for split in ("val", "test"):
         for key in SCORES:
-            row[f"{split}_{key}"] = metrics[split][key]
+            row[f"{split}_{key}"] = metrics[split].get(key, float("nan"))
     return row
+
+
+def rule_row(name: str, run, measures=("area",)) -> dict:
+    """A run's comparison row with its decision chosen again on validation among ``measures``
+    only (the one-region area rule by default), so the table shows what the length rule adds."""
+    val, test = run_predictions(run, "val"), run_predictions(run, "test")
+    point = choose_operating_point(val, measures=measures)
+    metrics = {**read_metrics(run), "val": scores(val, point), "test": scores(test, point),
+               "operating_point": point.as_dict()}
+    return comparison_row(name, load_run_config(run), metrics)
+
+
+TARGET_FALSE_ALARMS = 0.05   # the plant's limit on good parts flagged, beside the 95% caught
+
+
+def chosen_model(rows: list[dict]) -> dict:
+    """The model a plant would pick without looking at test: among the trained models, the
+    fewest validation false alarms among those meeting the target on validation (else the
+    most caught), ties to the higher validation Dice."""
+    models = [r for r in rows if r.get("epochs")]
+    return min(models, key=lambda r: (not r["target_met_on_val"], r["val_false_alarm_rate"]
+                                      if r["target_met_on_val"] else -r["val_detection_rate"], -r["val_dice"]))
+
+
+def verdict(rows: list[dict]) -> str:
+    """The comparison's conclusion in words, written from the rows: the model chosen on
+    validation, its test result against the plant's target, and the ridge filter beside it."""
+    best = chosen_model(rows)
+
+    def rate(row, key):
+        return (f"{row[f'test_{key}']:.0%} (95% interval {row[f'test_{key}_low']:.0%}-"
+                f"{row[f'test_{key}_high']:.0%})")
+
+    met = best["test_detection_rate"] >= TARGET_DETECTION and best["test_false_alarm_rate"] <= TARGET_FALSE_ALARMS
+    lines = [f"Chosen on validation: {best['name']}. On the test parts it catches "
+             f"{rate(best, 'detection_rate')} of the defective parts, {best['test_located_detection_rate']:.0%} "
+             f"where the defect is, and flags {rate(best, 'false_alarm_rate')} of the good parts.",
+             f"The plant's target ({TARGET_DETECTION:.0%} caught with at most {TARGET_FALSE_ALARMS:.0%} false alarms) "
+             + ("is met." if met else "is not met.")]
+    ridge = next((r for r in rows if r["name"] == "ridge_filter"), None)
+    if ridge:
+        beyond = best["test_false_alarm_rate_high"] < ridge["test_false_alarm_rate_low"]
+        lines.append(f"The training-free ridge filter catches {rate(ridge, 'detection_rate')} and flags "
+                     f"{rate(ridge, 'false_alarm_rate')} of the good parts: {best['name']} has "
+                     + ("fewer false alarms, beyond both intervals." if beyond else
+                        "no fewer false alarms beyond the intervals."))
+    return "\n".join(lines)
+
+
+RANKED = {"val_dice": "validation Dice", "test_dice": "test Dice",
+          "test_dice_defective_parts": "test Dice per defective part", "test_auroc": "test AUROC"}
+
+
+def rankings(rows: list[dict]) -> list[str]:
+    """Sentences that rank the trained models, written from the rows (the README and notebook
+    05 print these rather than state a ranking by hand)."""
+    models = [r for r in rows if r.get("epochs") and r["name"] != "unet_area_rule"]
+    lines = []
+    for key, label in RANKED.items():
+        ordered = sorted(models, key=lambda r: -r[key])
+        lines.append(f"Highest {label}: {ordered[0]['name']} ({ordered[0][key]:.3f}), then "
+                     f"{ordered[1]['name']} ({ordered[1][key]:.3f}).")
+    by_name = {r["name"]: r for r in rows}
+    if {"unet", "unet_squashed"} <= set(by_name):
+        unet, squash = by_name["unet"], by_name["unet_squashed"]
+        pairs = ", ".join(f"{label} {unet[key]:.3f} against {squash[key]:.3f}" for key, label in RANKED.items())
+        lines.append(f"Working-scale U-Net against the 128-px squash: {pairs}.")
+    if {"unet", "unet_area_rule"} <= set(by_name):
+        length, area = by_name["unet"], by_name["unet_area_rule"]
+        lines.append(f"U-Net decision by region length against region area: false alarms on test "
+                     f"{length['test_false_alarm_rate']:.0%} against {area['test_false_alarm_rate']:.0%}, "
+                     f"caught {length['test_detection_rate']:.0%} against {area['test_detection_rate']:.0%}.")
+    return lines
 
 
 def write_results(rows: list[dict], folder: Path) -> tuple[Path, Path]:

@@ -11,8 +11,9 @@ rasterised from the label polygons at source resolution
 are dilated so thin scratches survive resizing, and scoring against them flatters a model.
 
 One sweep over the threshold grid gives, per photo and threshold, the true/false positive
-pixels at photo resolution and the largest predicted region at model resolution (what the
-pass/fail call counts). The operating point, the curves and the scores all come from it.
+pixels at photo resolution and the largest predicted region at model resolution by each
+measure (length along its skeleton, and area: what the pass/fail call counts). The operating
+point, the curves and the scores all come from it.
 """
 from __future__ import annotations
 
@@ -22,16 +23,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .files import atomic_write_bytes
-from .metrics import (auroc, called_defective, detection_rates, largest_region, scores_from_counts,
-                      tolerance_counts, tolerance_from_counts)
+from .metrics import (REGION_MEASURES, auroc, bootstrap_interval, called_defective, deciding_regions,
+                      detection_rates, disk, region_sizes, scores_from_counts, tolerance_counts,
+                      tolerance_from_counts)
 from .predict import probability_map, resize_probability
 from .prepared import Prepared
 from .runs import OperatingPoint, load_operating_point, load_run_config, load_run_model
 
 # Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.
-THRESHOLDS = (0.01, 0.02, 0.03) + tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
+# The grid reaches 0.001 and 0.999 so that a point chosen at its edge is a real limit.
+THRESHOLDS = ((0.001, 0.002, 0.005, 0.01, 0.02, 0.03)
+              + tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
+              + (0.97, 0.98, 0.99, 0.995, 0.999))
 TOLERANCE_PX = 2   # tolerance F1: a pixel within 2 px of the other mask counts as a hit
 
 
@@ -50,8 +56,8 @@ class SplitPredictions:
         return np.array([row["quality"] == "defective" for row in self.rows])
 
     @property
-    def image_scores(self) -> np.ndarray:
-        """Per photo: the largest predicted probability (ranks parts for AUROC)."""
+    def max_probabilities(self) -> np.ndarray:
+        """Per photo: the largest predicted probability."""
         return np.array([float(p.max()) if p.size else 0.0 for p in self.probabilities])
 
     def truths(self):
@@ -80,24 +86,28 @@ def _counts_at(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 def sweep(predictions: SplitPredictions, truths=None, regions: bool = True) -> SplitPredictions:
     """Fill ``predictions.stats``: per photo (rows) and threshold (columns) the true and
     false positive pixels and defect pixels at photo resolution, and (``regions``) the largest
-    connected predicted region at model resolution."""
+    connected predicted region at model resolution by each measure (``length``, ``area``)."""
     truths = truths or predictions.truths()
     thresholds = np.asarray(predictions.thresholds, dtype=np.float32)
     n, k = len(predictions.rows), len(thresholds)
-    tp, fp, region = (np.zeros((n, k), np.int64) for _ in range(3))
+    tp, fp = np.zeros((n, k), np.int64), np.zeros((n, k), np.int64)
+    sizes = {measure: np.zeros((n, k), np.int64) for measure in REGION_MEASURES}
     positives, pixels = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for index, (row, probability) in enumerate(zip(predictions.rows, predictions.probabilities)):
         probability = probability.astype(np.float32)
         if regions:
             top = probability.max() if probability.size else 0.0
-            region[index] = [largest_region(probability >= t) if t <= top else 0 for t in thresholds]
+            for column, t in enumerate(thresholds):
+                if t <= top:
+                    for measure, size in region_sizes(probability >= t).items():
+                        sizes[measure][index, column] = size
         truth = truths(row["stem"])
         full = resize_probability(probability, truth.shape[::-1])
         tp[index] = _counts_at(full[truth], thresholds)
         fp[index] = _counts_at(full[~truth], thresholds)
         positives[index], pixels[index] = truth.sum(), truth.size
     predictions.stats = {"tp": tp, "fp": fp, "positives": positives, "pixels": pixels,
-                         **({"region": region} if regions else {})}
+                         **(sizes if regions else {})}
     return predictions
 
 
@@ -123,7 +133,7 @@ def threshold_index(predictions: SplitPredictions, threshold: float) -> int:
         if abs(value - threshold) < 1e-6:
             return k
     predictions.thresholds = tuple(sorted([*predictions.thresholds, float(threshold)]))
-    sweep(predictions, regions="region" in predictions.stats)
+    sweep(predictions, regions="length" in predictions.stats)
     return threshold_index(predictions, threshold)
 
 
@@ -137,9 +147,59 @@ def image_scores(predictions: SplitPredictions, mask_threshold: float) -> dict:
 
 
 def decisions(predictions: SplitPredictions, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray]:
-    """(largest region per photo at the decision threshold, called defective)."""
-    regions = predictions.stats["region"][:, threshold_index(predictions, point.decision_threshold)]
+    """(largest region per photo at the decision threshold by the point's measure, called defective)."""
+    regions = predictions.stats[point.region_measure][:, threshold_index(predictions, point.decision_threshold)]
     return regions, called_defective(regions, point.min_region)
+
+
+def part_scores(predictions: SplitPredictions, point: OperatingPoint) -> np.ndarray:
+    """Per photo, the score AUROC ranks parts by: the highest threshold of the grid at which
+    the photo still shows a region reaching the point's ``min_region`` by its measure (0 when
+    none does), so the ranking follows the decision the plant uses."""
+    reached = predictions.stats[point.region_measure] >= max(1, int(point.min_region))
+    thresholds = np.asarray(predictions.thresholds, dtype=float)
+    return np.where(reached, thresholds[None, :], 0.0).max(axis=1)
+
+
+def located(predictions: SplitPredictions, point: OperatingPoint, truths=None,
+            tolerance: int = TOLERANCE_PX) -> np.ndarray:
+    """Per photo: whether a region that made the call overlaps the true defect (within
+    ``tolerance`` px at the photo's own resolution); False for photos not called."""
+    truths = truths or predictions.truths()
+    _, called = decisions(predictions, point)
+    found = np.zeros(len(predictions.rows), bool)
+    for index in np.where(called)[0]:
+        probability = predictions.probabilities[index].astype(np.float32)
+        regions = deciding_regions(probability >= point.decision_threshold, point.region_measure, point.min_region)
+        truth = truths(predictions.rows[index]["stem"])
+        if truth.any():
+            at_photo = resize_probability(regions.astype(np.float32), truth.shape[::-1]) >= 0.5
+            found[index] = bool(np.any(at_photo & ndimage.binary_dilation(truth, disk(tolerance))))
+    return found
+
+
+def intervals(predictions: SplitPredictions, point: OperatingPoint, found: np.ndarray) -> dict:
+    """95% bootstrap intervals over parts (defective and good parts resampled apart) of the
+    detection and false-alarm rates, the located detection rate and the pooled Dice."""
+    _, called = decisions(predictions, point)
+    k = threshold_index(predictions, point.mask_threshold)
+    s = predictions.stats
+    tp, fp, positives = s["tp"][:, k], s["fp"][:, k], s["positives"]
+    defective, good = np.where(predictions.is_defective)[0], np.where(~predictions.is_defective)[0]
+
+    def dice(d, g):
+        parts = np.concatenate([d, g])
+        return float(scores_from_counts(tp[parts].sum(), fp[parts].sum(), (positives - tp)[parts].sum())["dice"])
+
+    statistics = {"detection_rate": lambda d, g: called[d].mean() if len(d) else np.nan,
+                  "located_detection_rate": lambda d, g: found[d].mean() if len(d) else np.nan,
+                  "false_alarm_rate": lambda d, g: called[g].mean() if len(g) else np.nan,
+                  "dice": dice}
+    result = {}
+    for key, statistic in statistics.items():
+        low, high = bootstrap_interval(statistic, (defective, good))
+        result[f"{key}_low"], result[f"{key}_high"] = low, high
+    return result
 
 
 def per_image(predictions: SplitPredictions, point: OperatingPoint) -> list[dict]:
@@ -148,7 +208,7 @@ def per_image(predictions: SplitPredictions, point: OperatingPoint) -> list[dict
     pixel = image_scores(predictions, point.mask_threshold)
     regions, called = decisions(predictions, point)
     return [{"stem": row["stem"], "quality": row["quality"], "dice": float(pixel["dice"][k]),
-             "iou": float(pixel["iou"][k]), "largest_region_px": int(regions[k]),
+             "iou": float(pixel["iou"][k]), "largest_region": int(regions[k]),
              "called_defective": bool(called[k])} for k, row in enumerate(predictions.rows)]
 
 
@@ -167,14 +227,16 @@ def tolerance_scores(predictions: SplitPredictions, mask_threshold: float, truth
 
 def scores(predictions: SplitPredictions, point: OperatingPoint, truths=None) -> dict:
     """Every score of the course for one split at an operating point, at photo resolution:
-    pixel scores of the mask, per image and pooled; tolerance F1; the part-level call."""
-    if "region" not in predictions.stats:
+    pixel scores of the mask, per image and pooled; tolerance F1; the part-level call, where
+    it was made, and 95% bootstrap intervals over parts."""
+    if "length" not in predictions.stats:
         sweep(predictions, truths)
     k = threshold_index(predictions, point.mask_threshold)
     curve = pixel_curve(predictions)
     per_photo = image_scores(predictions, point.mask_threshold)
     defective = predictions.is_defective
     _, called = decisions(predictions, point)
+    found = located(predictions, point, truths)
     return {
         **{key: float(curve[key][k]) for key in ("dice", "iou", "miou", "precision", "recall")},
         "dice_per_image": float(per_photo["dice"].mean()), "iou_per_image": float(per_photo["iou"].mean()),
@@ -182,9 +244,14 @@ def scores(predictions: SplitPredictions, point: OperatingPoint, truths=None) ->
         "dice_defective_parts": float(per_photo["dice"][defective].mean()) if defective.any() else float("nan"),
         **tolerance_scores(predictions, point.mask_threshold, truths),
         **detection_rates(defective, called),
-        "auroc": auroc(defective, predictions.image_scores),
+        # Caught where the defect is: the region that made the call overlaps the true defect.
+        "located_detection_rate": float(found[defective].mean()) if defective.any() else float("nan"),
+        **intervals(predictions, point, found),
+        "auroc": auroc(defective, part_scores(predictions, point)),
+        "auroc_max_probability": auroc(defective, predictions.max_probabilities),
         "mask_threshold": float(point.mask_threshold), "decision_threshold": float(point.decision_threshold),
-        "min_region": int(point.min_region), "images": len(predictions.rows), "scored_at": "photo resolution",
+        "min_region": int(point.min_region), "region_measure": point.region_measure,
+        "images": len(predictions.rows), "scored_at": "photo resolution",
     }
 
 
@@ -232,21 +299,21 @@ def inference_ms(model, prepared, repeats: int = 3) -> float:
 
 
 def gallery(prepared, predictors: dict, rows: list[dict]):
-    """The figure notebooks 03-05 show: for each part, its photo with the truth at the photo's
-    own resolution and each model's mask from :class:`~scratch_utils.predict.Predictor` (the
-    app's code path)."""
+    """The figure notebooks 03-05 show: for each part, each model's mask from
+    :class:`~scratch_utils.predict.Predictor` (the app's code path) on the whole photo and in a
+    zoom, with the truth at the photo's own resolution and the regions that made the call."""
     from .figures import show_photo_predictions
     prepared = Prepared.of(prepared)
-    photos, truth_masks, masks = [], [], {name: [] for name in predictors}
+    photos, truth_masks, results = [], [], {name: [] for name in predictors}
     for row in rows:
         path = prepared.source_photo(row)
         for name, predictor in predictors.items():
             photo, model_photo = predictor.open(path)
-            masks[name].append(predictor.predict_photo(photo, model_photo)["mask"])
+            results[name].append(predictor.predict_photo(photo, model_photo))
         photos.append(photo)
         truth_masks.append(prepared.truths(row["stem"]))
     titles = [f"{row['stem']} ({row['quality']})" for row in rows]
-    return show_photo_predictions(photos, truth_masks, masks, titles)
+    return show_photo_predictions(photos, truth_masks, results, titles)
 
 
 def pick_parts(rows: list[dict], defective: int = 3, good: int = 1) -> list[dict]:

@@ -99,7 +99,8 @@ def plot_defect_sizes(rows: list[dict]):
 
 def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[str],
                          n_parts: int = 3):
-    """Rows of parts; columns: the original and each augmented version, scratch overlaid.
+    """Rows of parts; columns: the original and each augmented version, the mask outlined
+    (magenta) so the scratch under it stays visible.
 
     ``originals`` is ``(images, masks)`` as batches; ``augmented`` a list of such batches
     (same parts, different seeds or transforms) titled by ``labels``.
@@ -111,7 +112,10 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
     for row in range(n_parts):
         for col, ((images, masks), title) in enumerate(zip(columns, titles)):
             ax = axes[row, col]
-            ax.imshow(overlay(np.asarray(images[row]), np.asarray(masks[row])[..., 0], alpha=0.45))
+            ax.imshow(np.clip(np.asarray(images[row]), 0, 1), interpolation="nearest")
+            mask = np.asarray(masks[row])[..., 0]
+            if mask.any():
+                ax.contour(mask.astype(float), levels=[0.5], colors=[DEFECT_COLOUR], linewidths=0.9)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
@@ -122,34 +126,50 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
 
 def plot_comparison_bars(rows: list[dict], split: str = "test",
                          keys=("dice", "iou", "tolerance_f1", "recall", "detection_rate",
-                               "false_alarm_rate")):
-    """Grouped bars: one group per score, one bar per model (test split, chosen operating point)."""
-    fig, ax = plt.subplots(figsize=(11, 4))
+                               "located_detection_rate", "false_alarm_rate")):
+    """Grouped bars: one group per score, one bar per model (test split, chosen operating
+    point), with the 95% bootstrap interval over parts where the results carry one; the
+    plant's targets drawn on the two scores they apply to."""
+    fig, ax = plt.subplots(figsize=(12, 4.6))
     width = 0.8 / len(rows)
     x = np.arange(len(keys))
     for k, row in enumerate(rows):
-        values = [row[f"{split}_{key}"] for key in keys]
-        bars = ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=row["name"])
-        ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
+        values = np.array([_number(row.get(f"{split}_{key}")) for key in keys])
+        low = np.array([_number(row.get(f"{split}_{key}_low"), v) for key, v in zip(keys, values)])
+        high = np.array([_number(row.get(f"{split}_{key}_high"), v) for key, v in zip(keys, values)])
+        error = np.vstack([np.clip(values - low, 0, None), np.clip(high - values, 0, None)])
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=row["name"],
+               yerr=error, error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.25"})
     names = {"tolerance_f1": "tolerance F1", "detection_rate": "defective caught",
+             "located_detection_rate": "caught where\nthe defect is",
              "false_alarm_rate": "false alarms\n(lower is better)"}
     ax.set_xticks(x, [names.get(key, key.replace("_", " ")) for key in keys])
-    ax.set_ylim(0, 1.15)
-    if "detection_rate" in keys:   # the plant's target applies to this score only
-        k = list(keys).index("detection_rate")
-        ax.hlines(0.95, k - 0.45, k + 0.45, color="black", linestyle=":", linewidth=1.2)
-        ax.text(k + 0.45, 0.965, "95% target", fontsize=7, ha="right")
-    ax.set_ylabel(f"{split} score")
+    ax.set_ylim(0, 1.05)
+    for key, level, label in (("detection_rate", 0.95, "target 95%"), ("false_alarm_rate", 0.05, "limit 5%")):
+        if key in keys:   # the plant's target and limit apply to these scores only
+            k = list(keys).index(key)
+            ax.hlines(level, k - 0.45, k + 0.45, color="black", linestyle=":", linewidth=1.4)
+            ax.annotate(label, (k + 0.47, level), fontsize=8, va="center", ha="left")
+    ax.set_ylabel(f"{split} score (bars: 95% interval over parts)")
     ax.set_title(f"Models compared on the {split} split, each at its operating point chosen on validation")
-    ax.legend(fontsize=7, ncol=3, frameon=False, loc="upper left")
+    ax.legend(fontsize=8, ncol=1, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def _number(value, default=np.nan) -> float:
+    """A results cell as a float (missing or empty: ``default``)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float(default)
+    return value if np.isfinite(value) else float(default)
 
 
 def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
     """Pixel precision-recall curves (``kind="pr"``) or image-level detection versus
     false-alarm curves (``kind="detection"``, with the 95% target and chosen points)."""
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    fig, ax = plt.subplots(figsize=(8.4, 4.6))
     for name, (x, y) in curves.items():
         line, = ax.plot(x, y, label=name, linewidth=1.4,
                         drawstyle="steps-post" if kind == "detection" else "default")
@@ -161,14 +181,17 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
         ax.set_title("Pixel precision-recall, test split")
     else:
         ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.axvline(0.05, color="grey", linestyle="--", linewidth=1)
+        ax.text(0.06, 0.03, "5% false-alarm limit", fontsize=7, color="0.3")
+        ax.text(0.99, 0.955, "95% target", fontsize=7, color="0.3", ha="right", va="bottom")
         ax.set_xlabel("false-alarm rate (good parts flagged)")
         ax.set_ylabel("detection rate (defective parts caught)")
-        ax.set_title("Detection vs false alarms, test split: best over every threshold and\n"
-                     "minimum region searched (dots: the rule chosen on validation)")
+        ax.set_title("Detection vs false alarms, test split: best over every decision\n"
+                     "searched (dots: the decision chosen on validation)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, loc="lower right" if kind == "detection" else "lower left")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -238,28 +261,66 @@ def mask_caption(truth: np.ndarray, mask: np.ndarray) -> str:
     return "empty mask" if not masked else f"{masked:,} px masked on a good part"
 
 
+def zoom_box(truth: np.ndarray, fallback: np.ndarray | None = None, share: float = 0.35,
+             max_aspect: float = 2.0) -> tuple[slice, slice]:
+    """A zoom on the defect wide enough to read: at least ``share`` of the photo's height and
+    width, no flatter than ``max_aspect`` (a long horizontal scratch is not a letterbox strip),
+    centred on the truth (on ``fallback``, e.g. a good part's mask, when there is none)."""
+    height, width = truth.shape[:2]
+    target = truth if truth.any() or fallback is None else fallback
+    ys, xs = np.nonzero(target)
+    cy, cx = (np.mean(ys), np.mean(xs)) if len(ys) else (height / 2, width / 2)
+    span_y = max(int(share * height), int(np.ptp(ys)) + 32 if len(ys) else 0)
+    span_x = max(int(share * width), int(np.ptp(xs)) + 32 if len(xs) else 0)
+    span_y = min(height, max(span_y, int(span_x / max_aspect)))
+    span_x = min(width, max(span_x, int(span_y / max_aspect)))
+    y0 = int(np.clip(cy - span_y / 2, 0, height - span_y))
+    x0 = int(np.clip(cx - span_x / 2, 0, width - span_x))
+    return slice(y0, y0 + span_y), slice(x0, x0 + span_x)
+
+
+def _draw_prediction(ax, photo, truth, mask, deciding=None):
+    """The mask filled (half transparent), the truth outlined in green a few pixels out (so the
+    scratch itself stays visible inside the outline) and the regions that made the pass/fail
+    call outlined in yellow."""
+    from scipy import ndimage
+
+    from .metrics import disk
+    ax.imshow(overlay(photo, mask, alpha=0.45), interpolation="nearest")
+    if truth.any():
+        around = ndimage.binary_dilation(truth, disk(3))
+        ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=0.8)
+    if deciding is not None and deciding.any():
+        ax.contour(deciding.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, linestyles="dashed")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def show_photo_predictions(photos: list, truths: list, predictions: dict, titles: list[str]):
-    """Per part (rows): the whole photo with the truth (at the photo's own resolution), then a
-    zoom on the defect for the truth and for each model's mask. ``predictions`` maps a model
-    name to a list of boolean masks at the photos' own size."""
-    columns = 2 + len(predictions)
-    fig, axes = plt.subplots(len(photos), columns, figsize=(3.3 * columns, 2.7 * len(photos)),
+    """Per part (rows), per model: the whole photo and a zoom on the defect, each with the
+    model's mask (magenta), the truth outlined (green) and the regions that made the part's
+    call outlined (yellow, dashed). Each panel's title scores what it shows: the whole photo,
+    or the zoom alone. ``predictions`` maps a model name to a list of
+    :meth:`~scratch_utils.predict.Predictor.predict_photo` results (``mask``,
+    ``deciding_regions``, ``defective``) at the photos' own size."""
+    columns = 2 * len(predictions)
+    fig, axes = plt.subplots(len(photos), columns, figsize=(3.6 * columns, 2.9 * len(photos)),
                              squeeze=False)
     for row, (photo, truth, title) in enumerate(zip(photos, truths, titles)):
         photo = np.asarray(photo)
-        zoom = _defect_box(truth if truth.any() else
-                           next((m[row] for m in predictions.values() if m[row].any()), truth),
-                           48, truth.shape)
-        axes[row, 0].imshow(overlay(photo, truth))
-        axes[row, 0].set_title(title, fontsize=8)
-        axes[row, 1].imshow(overlay(photo[zoom], truth[zoom]), interpolation="nearest")
-        axes[row, 1].set_title("ground truth (zoom)", fontsize=8)
-        for col, (name, masks) in enumerate(predictions.items(), start=2):
-            axes[row, col].imshow(overlay(photo[zoom], masks[row][zoom]), interpolation="nearest")
-            axes[row, col].set_title(f"{name}: {mask_caption(truth, masks[row])}", fontsize=8)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+        fallback = next((r[row]["mask"] for r in predictions.values() if r[row]["mask"].any()), None)
+        zoom = zoom_box(truth, fallback)
+        for k, (name, results) in enumerate(predictions.items()):
+            result = results[row]
+            whole, near = axes[row, 2 * k], axes[row, 2 * k + 1]
+            call = "called defective" if result["defective"] else "called good"
+            _draw_prediction(whole, photo, truth, result["mask"], result.get("deciding_regions"))
+            whole.set_title(f"{title}\n{name}, whole photo: {mask_caption(truth, result['mask'])}; {call}",
+                            fontsize=8)
+            deciding = result.get("deciding_regions")
+            _draw_prediction(near, photo[zoom], truth[zoom], result["mask"][zoom],
+                             None if deciding is None else deciding[zoom])
+            near.set_title(f"{name}, zoom: {mask_caption(truth[zoom], result['mask'][zoom])} in view", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -174,4 +174,11 @@ def label_excerpt(item, max_chars: int = 900) -> str:
 
     shown = {**label, "annotations": [shorten(a) for a in label.get("annotations", [])]}
     text = json.dumps(shown, ensure_ascii=False, indent=1)
-    return text if len(text) <= max_chars else text[:max_chars] + "\n..."
+    if len(text) <= max_chars:
+        return text
+    lines, kept = text.splitlines(), []
+    for line in lines:            # whole lines only: never cut a key or a value in half
+        if sum(len(k) + 1 for k in kept) + len(line) > max_chars:
+            break
+        kept.append(line)
+    return "\n".join(kept) + f"\n... ({len(lines) - len(kept)} more lines)"

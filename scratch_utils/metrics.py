@@ -7,9 +7,10 @@ to a split's photos at their own resolution.
 - tolerance F1 for thin defects: a predicted pixel within ``tolerance`` px of a true defect
   pixel counts as correct, and a true pixel within ``tolerance`` px of a prediction as found;
 - the part-level call the plant acts on: a part is defective when one connected region of
-  predicted pixels is large enough (a scratch is one region; dust specks scattered over a good
-  part do not add up); detection rate on defective parts, false-alarm rate on good parts, and
-  AUROC of a per-part score.
+  predicted pixels is long enough along its skeleton (``length``: a scratch is long and thin,
+  a dust speck compact) or, the older rule, covers enough pixels (``area``); scattered specks do
+  not add up. Detection rate on defective parts, false-alarm rate on good parts, their
+  bootstrap intervals over parts, and AUROC of a per-part score.
 
 Empty cases: Dice and IoU of a photo whose true and predicted masks are both empty (a good part
 called good) are 1; pooled scores only add pixels, so such photos add nothing to them.
@@ -75,6 +76,40 @@ def largest_region(mask) -> int:
     return int(np.bincount(labels.ravel())[1:].max())
 
 
+REGION_MEASURES = ("length", "area")
+
+
+def region_sizes(mask) -> dict:
+    """The largest 8-connected region of a 2-D mask by each measure: ``area`` (pixels) and
+    ``length`` (pixels on its skeleton, the centre line: a 1-px line of n pixels has length n,
+    a compact blob of the same area a few). Zeros when the mask is empty."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return {"length": 0, "area": 0}
+    from skimage.morphology import skeletonize   # light enough for the app, only imported here
+    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
+    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    length = np.bincount(labels[skeletonize(mask)], minlength=count + 1)[1:]
+    return {"length": int(length.max()), "area": int(area.max())}
+
+
+def deciding_regions(mask, measure: str, minimum: int) -> np.ndarray:
+    """The regions of ``mask`` that make a part defective: those whose ``measure`` reaches
+    ``minimum`` (what the galleries and the app outline)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
+    if measure == "area":
+        size = np.bincount(labels.ravel(), minlength=count + 1)
+    else:
+        from skimage.morphology import skeletonize
+        size = np.bincount(labels[skeletonize(mask)], minlength=count + 1)
+    keep = size >= max(1, int(minimum))
+    keep[0] = False
+    return keep[labels]
+
+
 def called_defective(largest_region_px, min_region: int) -> np.ndarray:
     """The pass/fail rule from the largest region(s) found: defective at ``min_region`` pixels."""
     return np.asarray(largest_region_px) >= max(1, int(min_region))
@@ -88,6 +123,18 @@ def detection_rates(is_defective, called_defective) -> dict:
             "false_alarm_rate": float(safe_ratio(np.sum(called & ~is_defective), np.sum(~is_defective),
                                                  empty=0.0)),
             "defective_parts": int(is_defective.sum()), "good_parts": int((~is_defective).sum())}
+
+
+def bootstrap_interval(statistic, groups, resamples: int = 2000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*indices)``, resampling parts (not
+    pixels) within each group of ``groups`` (index arrays, e.g. defective and good parts, so
+    each resample keeps the split's counts)."""
+    rng = np.random.default_rng(seed)
+    values = [statistic(*[rng.choice(g, size=len(g), replace=True) if len(g) else g for g in groups])
+              for _ in range(resamples)]
+    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
 
 
 def auroc(labels, scores) -> float:

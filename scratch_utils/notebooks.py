@@ -98,6 +98,17 @@ if importlib.util.find_spec("scratch_utils") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                     "scratch-utils[hed] @ git+{url}"], check=True)
 
+# The profile: "smoke" (a few minutes), "default" (the committed run: up to 15 min per notebook
+# on a CPU) or "full" (the earlier projects' model size, for a GPU runtime).
+os.environ["SCRATCH_PROFILE"] = os.environ.get("SCRATCH_PROFILE") or "default"
+
+# Colab forgets ~/scratch_data when the runtime recycles: True keeps data and trained runs on Drive.
+USE_GOOGLE_DRIVE = False
+if USE_GOOGLE_DRIVE:
+    from google.colab import drive
+    drive.mount("/content/drive")
+    os.environ["SCRATCH_DATA_DIR"] = "/content/drive/MyDrive/scratch_data"
+
 # Your own photos: a folder with AIHub labels, a COCO export, or images/ + masks/ folders
 # (or set the environment variable SCRATCH_DATA_SOURCE). None: the synthetic car-paint set.
 DATA_SOURCE = os.environ.get("SCRATCH_DATA_SOURCE") or None"""
@@ -245,38 +256,52 @@ def package_versions() -> dict:
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 README_COLUMNS = {
-    "name": "model", "loss": "loss", "encoder": "encoder", "input": "input", "epochs": "epochs",
-    "params": "params", "train_min": "train min", "infer_ms": "infer ms/photo",
-    "mask_threshold": "mask threshold", "decision": "decision: threshold / min region",
-    "val_point": "val: caught / false alarms", "test_dice": "Dice", "test_iou": "IoU",
-    "test_miou": "mIoU", "test_tolerance_f1": "tol. F1", "test_precision": "precision",
-    "test_recall": "recall", "test_detection_rate": "caught", "test_false_alarm_rate": "false alarms",
+    "name": "model", "input": "input", "train_min": "train min", "decision": "decision (chosen on val)",
+    "dice": "Dice", "test_dice_defective_parts": "Dice per defective part", "caught": "caught",
+    "test_located_detection_rate": "caught where the defect is", "false_alarms": "false alarms",
     "test_auroc": "AUROC"}
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The README's results table: costs, then test scores at the validation-chosen point."""
-    from .tables import Table
+    """The README's results table: test scores at the validation-chosen decision, with 95%
+    bootstrap intervals over parts, and the training cost."""
+    from .tables import Table, decision_cell, with_interval
     shown = []
     for r in rows:
-        shown.append({**r, "encoder": r["encoder_weights"] or "-",
-                      "params": f"{r['parameters'] / 1e6:.2f} M",
-                      "train_min": f"{r['train_seconds'] / 60:.1f}",
-                      "infer_ms": f"{r['inference_ms_per_photo']:.0f}",
-                      "mask_threshold": f"{r['mask_threshold']:.2f}",
-                      "decision": f"{r['decision_threshold']:.2f} / {r['min_region']} px",
-                      "val_point": f"{r['val_detection_rate']:.0%} / {r['val_false_alarm_rate']:.0%}"
-                                   + ("" if r["target_met_on_val"] else " (target missed)")})
-    return Table(shown, README_COLUMNS, percent=("test_detection_rate", "test_false_alarm_rate")).to_markdown()
+        shown.append({**r, "train_min": f"{(r.get('train_seconds') or 0) / 60:.1f}",
+                      "decision": decision_cell(r), "dice": with_interval(r, "dice"),
+                      "caught": with_interval(r, "detection_rate", percent=True),
+                      "false_alarms": with_interval(r, "false_alarm_rate", percent=True)})
+    return Table(shown, README_COLUMNS, digits=2, percent=("test_located_detection_rate",)).to_markdown()
+
+
+README_VERDICT = ("<!-- verdict:start -->", "<!-- verdict:end -->")
+
+
+def replace_block(text: str, markers: tuple[str, str], body: str) -> str | None:
+    """``text`` with the lines between ``markers`` replaced by ``body`` (None: no markers)."""
+    start, end = markers
+    if start not in text or end not in text:
+        return None
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}\n{body}\n{end}{after}"
+
+
+def verdict_block(rows: list[dict]) -> str:
+    """The README's conclusion, written from the results: the verdict and the rankings."""
+    from .compare import rankings, verdict
+    return "\n".join(f"- {line}" for line in verdict(rows).splitlines() + rankings(rows))
 
 
 def update_readme(readme: Path, rows: list[dict]) -> bool:
-    """Replace the text between the results markers of the README; False if no markers."""
+    """Replace the results table (and the verdict, where the README has its markers) with
+    what ``rows`` say; False if the README has no results markers."""
     readme = Path(readme)
-    text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
+    text = replace_block(readme.read_text(encoding="utf-8"), (README_START, README_END), markdown_table(rows))
+    if text is None:
         return False
-    before, rest = text.split(README_START, 1)
-    _, after = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{before}{README_START}\n{markdown_table(rows)}\n{README_END}{after}")
+    if all(marker in text for marker in README_VERDICT):
+        text = replace_block(text, README_VERDICT, verdict_block(rows))
+    atomic_write_text(readme, text)
     return True

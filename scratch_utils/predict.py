@@ -25,7 +25,7 @@ from PIL import Image
 from .errors import ItemError
 from .files import atomic_write_bytes, atomic_write_text, is_within, list_images
 from .limits import DEFAULT_MAX_MEGAPIXELS
-from .metrics import called_defective, largest_region
+from .metrics import called_defective, deciding_regions, region_sizes
 from .photos import mask_image, model_input_image, open_photo, overlay_image, png_bytes
 from .runs import load_operating_point, load_run_config, load_run_model, run_geometry
 
@@ -95,17 +95,20 @@ class Predictor:
     pass/fail call for ``predict``, ``evaluate``, the notebooks and the app.
 
     The mask shows pixels at or above the point's ``mask_threshold``; a part is called
-    defective when one connected region at or above its ``decision_threshold`` has
-    ``min_region`` pixels (at model resolution). Each keyword given here overrides the one
+    defective when one connected region at or above its ``decision_threshold`` reaches
+    ``min_region`` pixels by its ``region_measure`` (length along the skeleton, or area; at
+    model resolution). Each keyword given here overrides the one
     value it names (:meth:`scratch_utils.runs.OperatingPoint.with_overrides`). Photos over
     ``max_megapixels`` (read from the header) are refused before decoding."""
 
     def __init__(self, run: str | os.PathLike, mask_threshold: float | None = None,
                  decision_threshold: float | None = None, min_region: int | None = None,
-                 model=None, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
+                 region_measure: str | None = None, model=None,
+                 max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS):
         self.run = Path(run)
         self.geometry = run_geometry(load_run_config(run))
-        self.point = load_operating_point(run).with_overrides(mask_threshold, decision_threshold, min_region)
+        self.point = load_operating_point(run).with_overrides(mask_threshold, decision_threshold, min_region,
+                                                              region_measure)
         self.model = model if model is not None else load_run_model(run)
         self.max_megapixels = max_megapixels
 
@@ -145,12 +148,16 @@ class Predictor:
         content = probability[layout.y0:layout.y0 + layout.box_h, layout.x0:layout.x0 + layout.box_w]
         point = self.point
         model_mask = content >= point.mask_threshold
-        region = largest_region(content >= point.decision_threshold)
+        above = content >= point.decision_threshold
+        region = region_sizes(above)[point.region_measure]
+        deciding = deciding_regions(above, point.region_measure, point.min_region)
         full = resize_probability(content, (width, height))
         mask = full >= point.mask_threshold
         return {"probability": full, "mask": mask, "defective": bool(called_defective(region, point.min_region)),
                 "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
-                "largest_region_pixels": region, "model_mask": model_mask,
+                "largest_region": region, "region_measure": point.region_measure,
+                "deciding_regions": resize_probability(deciding.astype(np.float32), (width, height)) >= 0.5,
+                "model_mask": model_mask,
                 "scale": (width / layout.box_w, height / layout.box_h)}
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from .files import atomic_write_json
 from .geometry import Geometry
 
-# What a run folder holds changed (3: the operating point only in operating_point.json, with
-# named thresholds); an older run is trained again rather than read with fields it lacks.
-RUN_FORMAT = 3
+# What a run folder holds changed (4: the decision measures regions by length or area); an
+# older run is trained again rather than read with fields it lacks.
+RUN_FORMAT = 4
 TARGET_DETECTION = 0.95   # the plant's target: share of defective parts caught
 
 
@@ -36,14 +36,16 @@ class OperatingPoint:
 
     - ``mask_threshold``: a pixel is masked at or above it (the mask a user sees and every
       pixel score; chosen for the best Dice);
-    - ``decision_threshold`` and ``min_region``: a part is called defective when one connected
-      region of pixels at or above ``decision_threshold`` covers at least ``min_region`` pixels
-      at model resolution (chosen to catch ``target`` of the defective parts with the fewest
-      false alarms on good ones).
+    - ``decision_threshold``, ``min_region`` and ``region_measure``: a part is called defective
+      when one connected region of pixels at or above ``decision_threshold`` reaches
+      ``min_region`` pixels at model resolution, measured along its skeleton (``length``: a
+      scratch is long, a speck compact) or as its ``area`` (chosen on validation to catch
+      ``target`` of the defective parts with the fewest false alarms on good ones).
     """
     mask_threshold: float
     decision_threshold: float
     min_region: int
+    region_measure: str = "length"
     detection_rate: float = float("nan")    # on the split it was chosen on
     false_alarm_rate: float = float("nan")
     target_met: bool = False
@@ -60,11 +62,13 @@ class OperatingPoint:
 
     def with_overrides(self, mask_threshold: float | None = None,
                        decision_threshold: float | None = None,
-                       min_region: int | None = None) -> "OperatingPoint":
+                       min_region: int | None = None, region_measure: str | None = None) -> "OperatingPoint":
         """This point with the named values replaced (``None`` keeps the chosen one)."""
+        if region_measure is not None and region_measure not in ("length", "area"):
+            raise ValueError(f"region_measure must be 'length' or 'area', not {region_measure!r}")
         values = self.as_dict()
-        for key, value in (("mask_threshold", mask_threshold),
-                           ("decision_threshold", decision_threshold), ("min_region", min_region)):
+        for key, value in (("mask_threshold", mask_threshold), ("decision_threshold", decision_threshold),
+                           ("min_region", min_region), ("region_measure", region_measure)):
             if value is not None:
                 values[key] = value
                 values["chosen_on"] = "overridden"

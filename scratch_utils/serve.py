@@ -155,7 +155,8 @@ class MaskService:
                 "max_probability": round(result["max_probability"], 4),
                 "boxes": boxes, "width": width, "height": height,
                 "mask_threshold": point.mask_threshold, "decision_threshold": point.decision_threshold,
-                "min_region": point.min_region, "largest_region_pixels": result["largest_region_pixels"],
+                "min_region": point.min_region, "region_measure": point.region_measure,
+                "largest_region": result["largest_region"],
                 "model": self.run.name,
                 "mask_png_base64": _png_base64(mask_image(result["mask"])),
                 "overlay_png_base64": _png_base64(overlay_image(photo, result["mask"]))}

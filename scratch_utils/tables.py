@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 
@@ -44,7 +45,8 @@ class Table:
         if isinstance(value, (int, np.integer)):
             return f"{int(value):,}"
         if isinstance(value, (float, np.floating)):
-            return f"{float(value):.{self.digits}f}"
+            # seconds, milliseconds, pixel counts: whole numbers read better past 100
+            return f"{float(value):,.0f}" if abs(value) >= 100 else f"{float(value):.{self.digits}f}"
         return str(value)
 
     def cells(self) -> list[list[str]]:
@@ -80,12 +82,32 @@ def model_table(model) -> Table:
                                       "parameters": "parameters", "trainable": "trainable"})
 
 
-SCORE_HEADERS = {"dice": "Dice", "iou": "IoU", "miou": "mIoU", "tolerance_f1": "tolerance F1",
-                 "precision": "precision", "recall": "recall", "detection_rate": "defective caught",
+SCORE_HEADERS = {"dice": "Dice", "dice_defective_parts": "Dice per defective part", "iou": "IoU",
+                 "miou": "mIoU", "tolerance_f1": "tolerance F1", "precision": "precision",
+                 "recall": "recall", "detection_rate": "defective caught",
+                 "located_detection_rate": "caught where the defect is",
                  "false_alarm_rate": "false alarms (good parts)", "auroc": "AUROC"}
 
 
 def scores_table(rows: dict, keys=tuple(SCORE_HEADERS)) -> Table:
     """One row per model/split, one column per score (pixel scores at photo resolution)."""
     return Table.from_named(rows, "model / split", columns={k: SCORE_HEADERS.get(k, k) for k in keys},
-                            percent=("detection_rate", "false_alarm_rate"))
+                            percent=("detection_rate", "located_detection_rate", "false_alarm_rate"))
+
+
+def with_interval(row: dict, key: str, percent: bool = False) -> str:
+    """A test score with its 95% bootstrap interval over parts, e.g. ``0.41 [0.33, 0.49]``."""
+    value, low, high = (row.get(f"test_{key}{end}") for end in ("", "_low", "_high"))
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    fmt = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.2f}")
+    if low is None or high is None or low == high == value:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
+def decision_cell(row: dict) -> str:
+    """The part-level rule in words: ``length >= 24 px above 0.40``."""
+    if row.get("decision_threshold") is None:
+        return "every part"
+    return f"{row['region_measure']} ≥ {row['min_region']} px above {row['decision_threshold']:g}"

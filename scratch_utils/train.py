@@ -28,7 +28,7 @@ from .runs import load_run_config, read_history, save_operating_point, write_con
 RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
                 "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
                 "tile_size", "defect_share", "tiles_per_epoch", "augment", "early_stopping",
-                "validate_every", "seed", "normalization", "tile_padding", "schedule")
+                "validate_every", "seed", "normalization", "tile_padding", "schedule", "precision")
 
 
 @dataclass
@@ -55,6 +55,7 @@ class TrainConfig:
     normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
     tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
     schedule: str = "cosine"               # cosine decay | one_cycle (warm-up, then cosine decay)
+    precision: str = "float32"             # float32 | mixed_bfloat16 (CPUs with bf16 units); any GPU: mixed_float16
     # Filled in by train():
     geometry: dict = field(default_factory=dict)
     prepared: str = ""
@@ -84,14 +85,19 @@ def set_seeds(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _strategy_and_precision():
-    """MirroredStrategy with several GPUs, mixed precision on any GPU, else the CPU default."""
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def _strategy_and_precision(precision: str = "float32"):
+    """MirroredStrategy with several GPUs; mixed float16 on any GPU, else ``precision`` (set for
+    this model only: every training sets the policy it wants, so one run never inherits another's)."""
     import keras
     import tensorflow as tf
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpus else precision)
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return strategy, len(gpus)
 
@@ -192,8 +198,11 @@ class Fitting:
         from .models import set_encoder_trainable
         from .resume import backed_up_epoch
         c, warmup = self.config, self.config.warmup_epochs
-        strategy, n_gpus = _strategy_and_precision()
-        model = self.build(strategy)
+        strategy, n_gpus = _strategy_and_precision(c.precision)
+        try:
+            model = self.build(strategy)
+        finally:     # layers keep the policy they were built with; later models start from float32
+            keras.mixed_precision.set_global_policy("float32")
         callbacks = self.callbacks(resumed)
 
         def fit(phase: str, first: int, last: int):

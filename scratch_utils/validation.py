@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -115,6 +116,19 @@ class EpochLog(keras.callbacks.Callback):
     def __init__(self, path: Path, title: str, epochs: int, verbose: bool = True):
         super().__init__()
         self.path, self.title, self.epochs, self.verbose = Path(path), title, epochs, verbose
+        self.started, self.first_epoch = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.started is None:
+            self.started, self.first_epoch = time.perf_counter(), epoch
+
+    def time_left(self, epoch: int) -> str:
+        """The remaining epochs at this run's pace so far, e.g. ``about 3 min left``."""
+        done = epoch + 1 - (self.first_epoch or 0)
+        if self.started is None or done <= 0 or epoch + 1 >= self.epochs:
+            return "done"
+        seconds = (time.perf_counter() - self.started) / done * (self.epochs - epoch - 1)
+        return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -130,4 +144,4 @@ class EpochLog(keras.callbacks.Callback):
             if row["val_loss"] is not None:
                 line += (f"; validation photos loss {row['val_loss']:.3f}, Dice {row['val_dice']:.3f} "
                          f"(precision {row['val_precision']:.3f}, recall {row['val_recall']:.3f})")
-            print(line, flush=True)
+            print(f"{line} [{self.time_left(epoch)}]", flush=True)

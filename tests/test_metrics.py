@@ -206,11 +206,12 @@ def test_detection_curve_is_the_best_of_the_searched_grid_and_the_chosen_point_l
     false_alarms, detections = detection_curve(predictions, min_regions=(1, 2, 3, 4))
     assert false_alarms[0] == 0 and false_alarms[-1] == 1 and detections[-1] == 1
     assert np.all(np.diff(false_alarms) > 0) and np.all(np.diff(detections) >= 0)
-    for k in range(3):                            # every pair of the grid lies on or under the curve
-        for level in (1, 2, 3, 4):
-            rates = detection_rates(predictions.is_defective, predictions.stats["region"][:, k] >= level)
-            on_curve = detections[np.searchsorted(false_alarms, rates["false_alarm_rate"])]
-            assert rates["detection_rate"] <= on_curve
+    for measure in ("length", "area"):            # every point of the grid lies on or under the curve
+        for k in range(3):
+            for level in (1, 2, 3, 4):
+                rates = detection_rates(predictions.is_defective, predictions.stats[measure][:, k] >= level)
+                on_curve = detections[np.searchsorted(false_alarms, rates["false_alarm_rate"])]
+                assert rates["detection_rate"] <= on_curve
     point = choose_operating_point(predictions, target=0.6, min_regions=(1, 2, 3, 4))
     assert point.detection_rate <= detections[np.searchsorted(false_alarms, point.false_alarm_rate)]
 
@@ -220,7 +221,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,
            "input": "scale 0.5, 128 px tiles",
            "train_seconds": 240.0, "inference_ms_per_photo": 12.5, "mask_threshold": 0.7, "decision_threshold": 0.4, "min_region": 3,
-           "val_detection_rate": 0.9, "val_false_alarm_rate": 0.25, "target_met_on_val": False}
+           "region_measure": "length", "val_detection_rate": 0.9, "val_false_alarm_rate": 0.25, "target_met_on_val": False}
     row.update({f"test_{k}": 0.5 for k in ("dice", "iou", "miou", "tolerance_f1", "precision",
                                             "recall", "detection_rate", "false_alarm_rate", "auroc")})
     readme = tmp_path / "README.md"
@@ -228,11 +229,13 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert update_readme(readme, [row])
     text = readme.read_text()
     assert "\nold\n" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
+    row.update({"test_detection_rate_low": 0.3, "test_detection_rate_high": 0.7,
+                "test_located_detection_rate": 0.45})
     table = markdown_table([row])
-    assert ("| unet | bce_dice | - | scale 0.5, 128 px tiles | 10 | 2.20 M | 4.0 | 12 | 0.70 | 0.40 / 3 px "
-            "| 90% / 25% (target missed) |") in table
-    row["target_met_on_val"] = True
-    assert "| 90% / 25% |" in markdown_table([row])
+    assert ("| unet | scale 0.5, 128 px tiles | 4.0 | length ≥ 3 px above 0.4 | 0.50 | – | 50% [30%, 70%] "
+            "| 45% | 50% | 0.50 |") in table
+    reference = {**row, "decision_threshold": None, "train_seconds": 0.0}
+    assert "| every part |" in markdown_table([reference])
 
 
 def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():

@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 MODELS = {"encoder_decoder", "unet", "unet_bce", "unet_dice", "vgg16_unet", "unet_squashed"}
+REFERENCES = {"unet_area_rule", "ridge_filter", "flag_every_part"}   # rows that judge the models
 SCORES = ["dice", "iou", "miou", "tolerance_f1", "precision", "recall", "detection_rate",
           "false_alarm_rate", "auroc"]
 COSTS = ["parameters", "train_seconds", "train_tiles_per_s", "inference_ms_per_photo"]
@@ -21,15 +22,31 @@ def rows():
     return json.loads(path.read_text())["models"]
 
 
-def test_every_model_is_compared(rows):
+def models(rows):
+    return [row for row in rows if row["name"] in MODELS | {"unet_area_rule"}]
+
+
+def test_every_model_and_reference_row_is_compared(rows):
     names = {row["name"] for row in rows}
-    assert MODELS <= names, f"missing: {MODELS - names}"
-    assert {row["model"] for row in rows} == {"encoder_decoder", "unet", "vgg16_unet"}
-    assert {row["loss"] for row in rows if row["model"] == "unet"} == {"bce", "dice", "bce_dice"}
+    assert MODELS | REFERENCES <= names, f"missing: {(MODELS | REFERENCES) - names}"
+    assert {row["model"] for row in models(rows)} == {"encoder_decoder", "unet", "vgg16_unet"}
+    assert {row["loss"] for row in models(rows) if row["model"] == "unet"} == {"bce", "dice", "bce_dice"}
+    flag = next(row for row in rows if row["name"] == "flag_every_part")
+    assert flag["test_detection_rate"] == 1 and flag["test_false_alarm_rate"] == 1
+
+
+def test_test_scores_carry_bootstrap_intervals_around_them(rows):
+    for row in rows:
+        if row["name"] == "flag_every_part":
+            continue
+        for key in ("dice", "detection_rate", "false_alarm_rate"):
+            low, value, high = (row[f"test_{key}{end}"] for end in ("_low", "", "_high"))
+            assert 0 <= low <= high <= 1 and low - 1e-4 <= value <= high + 1e-4, (row["name"], key)
+        assert 0 <= row["test_located_detection_rate"] <= row["test_detection_rate"], row["name"]
 
 
 def test_every_metric_is_there_and_finite(rows):
-    for row in rows:
+    for row in models(rows):
         for key in COSTS + ["mask_threshold", "decision_threshold", "min_region", "val_detection_rate",
                             "val_false_alarm_rate"]:
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), (row["name"], key)
@@ -42,16 +59,32 @@ def test_every_metric_is_there_and_finite(rows):
 def test_the_seeds_squash_is_the_baseline_row_and_the_rest_keep_resolution(rows):
     inputs = {row["name"]: row["input"] for row in rows}
     assert inputs["unet_squashed"].endswith("px square")
-    assert all(value.startswith("scale") for name, value in inputs.items() if name != "unet_squashed")
+    assert all(value.startswith("scale") for name, value in inputs.items()
+               if name in MODELS - {"unet_squashed"})
 
 
 def test_committed_operating_points_lie_on_the_search_grid_and_agree_with_validation(rows):
     from scratch_utils.compare import MIN_REGIONS
     from scratch_utils.evaluation import THRESHOLDS
     for row in rows:
+        if row["name"] == "flag_every_part":
+            continue
         assert row["mask_threshold"] in THRESHOLDS and row["decision_threshold"] in THRESHOLDS, row["name"]
         assert row["min_region"] in MIN_REGIONS, row["name"]
+        assert row["region_measure"] in ("length", "area"), row["name"]
         assert row["target_met_on_val"] == (row["val_detection_rate"] >= 0.95), row["name"]
+
+
+def test_chosen_points_lie_inside_their_grids_or_at_a_real_limit(rows):
+    """A point chosen at a grid's edge means the optimum may lie beyond it. The threshold grid
+    reaches 0.001 and 0.999 (as far as 0 and 1 can matter), the region grid starts at 1 px (a
+    real limit) and must never be chosen at its top."""
+    from scratch_utils.compare import MIN_REGIONS
+    from scratch_utils.evaluation import THRESHOLDS
+    assert THRESHOLDS[0] <= 0.001 and THRESHOLDS[-1] >= 0.999 and MIN_REGIONS[0] == 1
+    for row in rows:
+        if row["name"] != "flag_every_part" and row["val_false_alarm_rate"] < 1:   # 1: flags every part anyway
+            assert row["min_region"] < MIN_REGIONS[-1], row["name"]
 
 
 def test_csv_matches_json(rows):
@@ -76,3 +109,21 @@ def test_the_recipe_page_shows_the_committed_benchmark_numbers():
     text = DOC.read_text(encoding="utf-8")
     for name, table in tables().items():
         assert block(text, name) == table, f"docs/recipe.md's {name} table is stale: run benchmarks/docs_tables.py"
+
+
+def test_readme_conclusions_are_the_ones_the_committed_numbers_give(rows):
+    """The README's verdict and rankings are written from results/comparison.json, not by hand:
+    a ranking that contradicts the committed numbers fails here."""
+    from scratch_utils.notebooks import README_VERDICT, verdict_block
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = README_VERDICT
+    assert start in readme and end in readme, "README lacks the verdict markers"
+    assert readme.split(start, 1)[1].split(end, 1)[0].strip() == verdict_block(rows).strip()
+
+
+def test_notebook_05_prints_the_verdict_of_the_committed_numbers(rows):
+    from scratch_utils.compare import verdict
+    notebook = json.loads((ROOT / "notebooks" / "05_model_comparison.ipynb").read_text(encoding="utf-8"))
+    printed = "".join("".join(output.get("text", "")) for cell in notebook["cells"] if cell["cell_type"] == "code"
+                      for output in cell.get("outputs", []))
+    assert verdict(rows) in printed

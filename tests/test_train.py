@@ -228,7 +228,7 @@ class _FixedMap:
         return self.probability[None, :height, :width, None]
 
 
-def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region(run):
+def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region_by_its_measure(run):
     from PIL import Image
     predictor = Predictor(run, model=_FixedMap(np.zeros((1, 1), np.float32)))
     width, height = 96, 64
@@ -239,14 +239,19 @@ def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region(run):
     box[3, 2:12] = 0.4                                   # its faint halo
     box[10::4, 20::4] = 0.9                              # scattered specks, 1 px each
     predictor.model = _FixedMap(probability)
-    predictor.point = OperatingPoint(mask_threshold=0.5, decision_threshold=0.3, min_region=20)
+    predictor.point = OperatingPoint(mask_threshold=0.5, decision_threshold=0.3, min_region=20,
+                                     region_measure="area")
     photo = Image.new("RGB", (width, height), (128, 128, 128))
     result = predictor.predict_photo(photo)
-    assert result["largest_region_pixels"] == 20          # scratch + halo, specks not added
+    assert result["largest_region"] == 20          # scratch + halo, specks not added
     assert result["defective"]
     assert result["model_mask"][3].sum() == 0 and result["model_mask"][2].sum() == 10
+    assert result["deciding_regions"].sum() > 0 and not result["deciding_regions"][40:].any()
     predictor.point.min_region = 21
     assert not predictor.predict_photo(photo)["defective"]
+    predictor.point = OperatingPoint(mask_threshold=0.5, decision_threshold=0.3, min_region=10)
+    along = predictor.predict_photo(photo)          # by length: the 10-px scratch's centre line
+    assert along["region_measure"] == "length" and 8 <= along["largest_region"] <= 10
 
 
 @pytest.mark.slow
