@@ -43,9 +43,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_precision.py
 	$(PY) benchmarks/bench_inference.py
 	$(PY) benchmarks/bench_serve.py
-	$(PY) benchmarks/bench_serve.py --run data/default/runs/vgg16_unet
 
 clean-venv:
 	rm -rf $(VENV)

@@ -139,6 +139,7 @@ def rule_row(name: str, run, measures=("area",)) -> dict:
 
 
 TARGET_FALSE_ALARMS = 0.05   # the plant's limit on good parts flagged, beside the 95% caught
+INTERMEDIATE_FALSE_ALARMS = 0.20   # the milestone on the way there
 
 
 def chosen_model(rows: list[dict]) -> dict:
@@ -164,7 +165,11 @@ def verdict(rows: list[dict]) -> str:
              f"{rate(best, 'detection_rate')} of the defective parts, {best['test_located_detection_rate']:.0%} "
              f"where the defect is, and flags {rate(best, 'false_alarm_rate')} of the good parts.",
              f"The plant's target ({TARGET_DETECTION:.0%} caught with at most {TARGET_FALSE_ALARMS:.0%} false alarms) "
-             + ("is met." if met else "is not met.")]
+             + ("is met." if met else "is not met.")
+             + ("" if met else f" The intermediate goal ({TARGET_DETECTION:.0%} caught with at most "
+                f"{INTERMEDIATE_FALSE_ALARMS:.0%} false alarms) " + (
+                    "is met." if best["test_detection_rate"] >= TARGET_DETECTION
+                    and best["test_false_alarm_rate"] <= INTERMEDIATE_FALSE_ALARMS else "is not met either."))]
     ridge = next((r for r in rows if r["name"] == "ridge_filter"), None)
     if ridge:
         beyond = best["test_false_alarm_rate_high"] < ridge["test_false_alarm_rate_low"]
@@ -176,7 +181,8 @@ def verdict(rows: list[dict]) -> str:
 
 
 RANKED = {"val_dice": "validation Dice", "test_dice": "test Dice",
-          "test_dice_defective_parts": "test Dice per defective part", "test_auroc": "test AUROC"}
+          "test_dice_defective_parts": "test Dice per defective part", "val_auroc": "validation AUROC",
+          "test_auroc": "test AUROC"}
 
 
 def rankings(rows: list[dict]) -> list[str]:
@@ -192,7 +198,9 @@ def rankings(rows: list[dict]) -> list[str]:
     if {"unet", "unet_squashed"} <= set(by_name):
         unet, squash = by_name["unet"], by_name["unet_squashed"]
         pairs = ", ".join(f"{label} {unet[key]:.3f} against {squash[key]:.3f}" for key, label in RANKED.items())
-        lines.append(f"Working-scale U-Net against the 128-px squash: {pairs}.")
+        behind = [label for key, label in RANKED.items() if unet[key] < squash[key]]
+        lines.append(f"Working-scale U-Net against the 128-px squash: {pairs}; "
+                     + (f"the U-Net trails on {', '.join(behind)}." if behind else "the U-Net scores at least as well on each."))
     if {"unet", "unet_area_rule"} <= set(by_name):
         length, area = by_name["unet"], by_name["unet_area_rule"]
         lines.append(f"U-Net decision by region length against region area: false alarms on test "

@@ -258,7 +258,7 @@ def mask_caption(truth: np.ndarray, mask: np.ndarray) -> str:
         dice = scores_from_counts(overlap, int(mask.sum()) - overlap, int(truth.sum()) - overlap)["dice"]
         return f"Dice {float(dice):.2f}"
     masked = int(mask.sum())
-    return "empty mask" if not masked else f"{masked:,} px masked on a good part"
+    return "empty mask" if not masked else f"{masked:,} px masked"
 
 
 def zoom_box(truth: np.ndarray, fallback: np.ndarray | None = None, share: float = 0.35,
@@ -315,7 +315,7 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
             whole, near = axes[row, 2 * k], axes[row, 2 * k + 1]
             call = "called defective" if result["defective"] else "called good"
             _draw_prediction(whole, photo, truth, result["mask"], result.get("deciding_regions"))
-            whole.set_title(f"{title}\n{name}, whole photo: {mask_caption(truth, result['mask'])}; {call}",
+            whole.set_title(f"{title}, {call}\n{name}, whole photo: {mask_caption(truth, result['mask'])}",
                             fontsize=8)
             deciding = result.get("deciding_regions")
             _draw_prediction(near, photo[zoom], truth[zoom], result["mask"][zoom],

@@ -188,7 +188,8 @@ class Fitting:
                                           keep_best=self.staging / KEEP_BEST, patience=c.early_stopping)
         if resumed:
             restore_progress(self.staging, validation)
-        return [validation, EpochLog(self.staging / "history.csv", f"{c.model} ({c.loss})", c.epochs,
+        run_name = self.staging.name.lstrip(".").removesuffix(".training")   # the run folder's name
+        return [validation, EpochLog(self.staging / "history.csv", f"{run_name} ({c.model}, {c.loss})", c.epochs,
                                      verbose=self.verbose > 0)]
 
     def run(self, resumed: int):

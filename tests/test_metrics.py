@@ -243,4 +243,4 @@ def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():
     empty = np.zeros((3, 3), bool)
     assert mask_caption(T, P) == "Dice 0.50"
     assert mask_caption(empty, empty) == "empty mask"
-    assert mask_caption(empty, P) == "2 px masked on a good part"   # not "Dice 0.00"
+    assert mask_caption(empty, P) == "2 px masked"   # not "Dice 0.00"

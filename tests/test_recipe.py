@@ -110,3 +110,17 @@ def test_learning_rate_schedules():
     assert float(cycle(100)) == pytest.approx(0, abs=1e-6)
     with pytest.raises(ValueError, match="schedule"):
         learning_rate_schedule("step", 1e-2, 100)
+
+
+def test_precision_is_checked_and_set_for_one_model_at_a_time():
+    import keras
+    from scratch_utils.train import _strategy_and_precision
+    with pytest.raises(ValueError, match="precision"):
+        _strategy_and_precision("float16")
+    try:
+        _strategy_and_precision("mixed_bfloat16")
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        _strategy_and_precision("float32")
+        assert keras.mixed_precision.global_policy().name == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -170,7 +170,7 @@ def test_cli_train_evaluate_predict(prepared, tmp_path):
                   "--base-filters", "4", "--epochs", "1")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "chosen on validation: mask threshold" in trained.stdout and "dice" in trained.stdout
-    assert "unet (bce_dice) epoch 1/1: training tiles loss" in trained.stdout, trained.stdout[:500]
+    assert "r (unet, bce_dice) epoch 1/1: training tiles loss" in trained.stdout, trained.stdout[:500]
     assert "nan" not in trained.stdout.lower(), "the log shows what was measured, no NaN columns"
     evaluated = cli("evaluate", "--model", str(tmp_path / "r"), "--split", "val")
     assert evaluated.returncode == 0 and "detection_rate" in json.loads(evaluated.stdout)
@@ -269,7 +269,7 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_pa
     try:
         # train prints an epoch's line once its backup is written: kill after epoch 2's.
         for line in process.stdout:
-            if line.startswith("unet (bce_dice) epoch 2/6"):
+            if line.startswith("run (unet, bce_dice) epoch 2/6"):
                 break
         else:
             raise AssertionError("training ended before it could be interrupted")
