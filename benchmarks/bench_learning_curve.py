@@ -81,7 +81,7 @@ def plot(rows: list[dict], profile_name: str):
         ax.set_xlabel("training samples seen (tiles or squashed photos, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-    fig.suptitle(f"Learning curve, U-Net, {profile_name} profile, one seed per point: does more training pay?")
+    fig.suptitle(f"Learning curve of the U-Net before the recipe (defect share 0.5), {profile_name} set, one seed per point")
     fig.tight_layout()
     return fig
 

@@ -87,7 +87,9 @@ def detection_curve(predictions: SplitPredictions, min_regions=MIN_REGIONS,
 def precision_recall_curve(predictions: SplitPredictions) -> tuple[np.ndarray, np.ndarray]:
     """Pixel (recall, precision) of the defect class at photo resolution over the threshold grid."""
     curve = pixel_curve(predictions)
-    return curve["recall"], curve["precision"]
+    masked = predictions.stats["tp"].sum(axis=0) + predictions.stats["fp"].sum(axis=0) > 0
+    # a threshold that masks nothing has no precision to plot (the table reports it as 1)
+    return curve["recall"][masked], curve["precision"][masked]
 
 
 def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4) -> list[int]:
@@ -191,9 +193,12 @@ def rankings(rows: list[dict]) -> list[str]:
     models = [r for r in rows if r.get("epochs") and r["name"] != "unet_area_rule"]
     lines = []
     for key, label in RANKED.items():
-        ordered = sorted(models, key=lambda r: -r[key])
-        lines.append(f"Highest {label}: {ordered[0]['name']} ({ordered[0][key]:.3f}), then "
-                     f"{ordered[1]['name']} ({ordered[1][key]:.3f}).")
+        first, second = sorted(models, key=lambda r: -r[key])[:2]
+        line = (f"Highest {label}: {first['name']} ({first[key]:.3f}), then "
+                f"{second['name']} ({second[key]:.3f})")
+        if key == "test_dice" and first["test_dice_low"] <= second["test_dice_high"]:
+            line += ": their 95% intervals overlap, so the test split does not tell them apart"
+        lines.append(line + ".")
     by_name = {r["name"]: r for r in rows}
     if {"unet", "unet_squashed"} <= set(by_name):
         unet, squash = by_name["unet"], by_name["unet_squashed"]

@@ -42,7 +42,7 @@ def show_preparation(rows: list[dict], prepared, title: str = ""):
         ax[0].imshow(photo)
         for poly in prepared.truths.polygons(row["stem"]):
             xy = np.asarray(poly).reshape(-1, 2)
-            ax[0].fill(xy[:, 0], xy[:, 1], facecolor="none", edgecolor=DEFECT_COLOUR, linewidth=1.2)
+            ax[0].fill(xy[:, 0], xy[:, 1], facecolor="none", edgecolor=DEFECT_COLOUR, linewidth=0.6)
         ax[0].set_title(f"{row['stem']}: {row['quality']}, {row['width']}x{row['height']}",
                         fontsize=9)
         image = np.asarray(Image.open(prepared.image_path(row["stem"])))
@@ -124,6 +124,16 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
     return fig
 
 
+ROW_COLOURS = {"encoder_decoder": "tab:blue", "unet": "tab:orange", "unet_bce": "tab:green",
+               "unet_dice": "tab:red", "vgg16_unet": "tab:purple", "unet_squashed": "tab:brown",
+               "unet_area_rule": "tab:olive", "ridge_filter": "tab:gray", "flag_every_part": "black"}
+
+
+def row_colour(name: str, index: int):
+    """One colour per comparison row in every figure (a name not listed takes the cycle's)."""
+    return ROW_COLOURS.get(name, f"C{index % 10}")
+
+
 def plot_comparison_bars(rows: list[dict], split: str = "test",
                          keys=("dice", "iou", "tolerance_f1", "recall", "detection_rate",
                                "located_detection_rate", "false_alarm_rate")):
@@ -135,22 +145,27 @@ def plot_comparison_bars(rows: list[dict], split: str = "test",
     x = np.arange(len(keys))
     for k, row in enumerate(rows):
         values = np.array([_number(row.get(f"{split}_{key}")) for key in keys])
-        low = np.array([_number(row.get(f"{split}_{key}_low"), v) for key, v in zip(keys, values)])
-        high = np.array([_number(row.get(f"{split}_{key}_high"), v) for key, v in zip(keys, values)])
-        error = np.vstack([np.clip(values - low, 0, None), np.clip(high - values, 0, None)])
-        ax.bar(x + (k - (len(rows) - 1) / 2) * width, values, width, label=row["name"],
-               yerr=error, error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.25"})
+        positions = x + (k - (len(rows) - 1) / 2) * width
+        ax.bar(positions, values, width, label=row["name"], color=row_colour(row["name"], k))
+        with_interval = [j for j, key in enumerate(keys) if f"{split}_{key}_low" in row]
+        if with_interval:   # only the scores that carry a bootstrap interval get an error bar
+            low = np.array([_number(row[f"{split}_{keys[j]}_low"], values[j]) for j in with_interval])
+            high = np.array([_number(row[f"{split}_{keys[j]}_high"], values[j]) for j in with_interval])
+            error = np.vstack([np.clip(values[with_interval] - low, 0, None),
+                               np.clip(high - values[with_interval], 0, None)])
+            ax.errorbar(positions[with_interval], values[with_interval], yerr=error, fmt="none",
+                        elinewidth=0.8, capsize=1.5, ecolor="0.25")
     names = {"tolerance_f1": "tolerance F1", "detection_rate": "defective caught",
              "located_detection_rate": "caught where\nthe defect is",
              "false_alarm_rate": "false alarms\n(lower is better)"}
     ax.set_xticks(x, [names.get(key, key.replace("_", " ")) for key in keys])
     ax.set_ylim(0, 1.05)
-    for key, level, label in (("detection_rate", 0.95, "target 95%"), ("false_alarm_rate", 0.05, "limit 5%")):
-        if key in keys:   # the plant's target and limit apply to these scores only
+    for key, level, label, style in (("detection_rate", 0.95, "plant's target: 95% caught", ":"),
+                                     ("false_alarm_rate", 0.05, "plant's limit: 5% false alarms", "--")):
+        if key in keys:   # the plant's target and limit apply to these scores only (named in the legend)
             k = list(keys).index(key)
-            ax.hlines(level, k - 0.45, k + 0.45, color="black", linestyle=":", linewidth=1.4)
-            ax.annotate(label, (k + 0.47, level), fontsize=8, va="center", ha="left")
-    ax.set_ylabel(f"{split} score (bars: 95% interval over parts)")
+            ax.hlines(level, k - 0.45, k + 0.45, color="black", linestyle=style, linewidth=1.4, label=label)
+    ax.set_ylabel(f"{split} score (whiskers: 95% interval over parts)")
     ax.set_title(f"Models compared on the {split} split, each at its operating point chosen on validation")
     ax.legend(fontsize=8, ncol=1, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -170,8 +185,8 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
     """Pixel precision-recall curves (``kind="pr"``) or image-level detection versus
     false-alarm curves (``kind="detection"``, with the 95% target and chosen points)."""
     fig, ax = plt.subplots(figsize=(8.4, 4.6))
-    for name, (x, y) in curves.items():
-        line, = ax.plot(x, y, label=name, linewidth=1.4,
+    for index, (name, (x, y)) in enumerate(curves.items()):
+        line, = ax.plot(x, y, label=name, linewidth=1.4, color=row_colour(name, index),
                         drawstyle="steps-post" if kind == "detection" else "default")
         if points and name in points:
             ax.plot(*points[name], marker="o", color=line.get_color(), markersize=7)
@@ -180,10 +195,8 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
         ax.set_ylabel("precision (share of masked pixels that are scratch)")
         ax.set_title("Pixel precision-recall, test split")
     else:
-        ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-        ax.axvline(0.05, color="grey", linestyle="--", linewidth=1)
-        ax.text(0.06, 0.03, "5% false-alarm limit", fontsize=7, color="0.3")
-        ax.text(0.99, 0.955, "95% target", fontsize=7, color="0.3", ha="right", va="bottom")
+        ax.axhline(0.95, color="black", linestyle=":", linewidth=1, label="plant's target: 95% caught")
+        ax.axvline(0.05, color="black", linestyle="--", linewidth=1, label="plant's limit: 5% false alarms")
         ax.set_xlabel("false-alarm rate (good parts flagged)")
         ax.set_ylabel("detection rate (defective parts caught)")
         ax.set_title("Detection vs false alarms, test split: best over every decision\n"
@@ -240,8 +253,10 @@ def show_tiles(photos: dict, tiles: list[dict], tile_size: int):
         mine = [t for t in tiles if t["stem"] == stem]
         for tile in mine:
             ax.add_patch(Rectangle((tile["x0"], tile["y0"]), tile_size, tile_size, fill=False,
-                                   linewidth=1.4, edgecolor=DEFECT_COLOUR if tile["centred"] else "white"))
-        ax.set_title(f"{stem}: {len(mine)} tiles, {sum(t['centred'] for t in mine)} centred on a defect",
+                                   linewidth=1.2, edgecolor="cyan" if tile["centred"] else "white",
+                                   linestyle="-" if tile["centred"] else "--"))
+        centred = sum(t["centred"] for t in mine)
+        ax.set_title(f"{stem}: {len(mine)} tile{'s' * (len(mine) != 1)}, {centred} centred on a defect",
                      fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -267,7 +282,7 @@ def zoom_box(truth: np.ndarray, fallback: np.ndarray | None = None, share: float
     width, no flatter than ``max_aspect`` (a long horizontal scratch is not a letterbox strip),
     centred on the truth (on ``fallback``, e.g. a good part's mask, when there is none)."""
     height, width = truth.shape[:2]
-    target = truth if truth.any() or fallback is None else fallback
+    target = truth if truth.any() or fallback is None else _largest_component(fallback)
     ys, xs = np.nonzero(target)
     cy, cx = (np.mean(ys), np.mean(xs)) if len(ys) else (height / 2, width / 2)
     span_y = max(int(share * height), int(np.ptp(ys)) + 32 if len(ys) else 0)
@@ -279,6 +294,15 @@ def zoom_box(truth: np.ndarray, fallback: np.ndarray | None = None, share: float
     return slice(y0, y0 + span_y), slice(x0, x0 + span_x)
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected region of a mask (a good part's zoom goes to it)."""
+    from scipy import ndimage
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count <= 1:
+        return mask
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+
+
 def _draw_prediction(ax, photo, truth, mask, deciding=None):
     """The mask filled (half transparent), the truth outlined in green a few pixels out (so the
     scratch itself stays visible inside the outline) and the regions that made the pass/fail
@@ -286,12 +310,13 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
     from scipy import ndimage
 
     from .metrics import disk
-    ax.imshow(overlay(photo, mask, alpha=0.45), interpolation="nearest")
+    ax.imshow(overlay(photo, mask, alpha=0.6), interpolation="nearest")
     if truth.any():
         around = ndimage.binary_dilation(truth, disk(3))
         ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=0.8)
-    if deciding is not None and deciding.any():
-        ax.contour(deciding.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, linestyles="dashed")
+    if deciding is not None and deciding.any():   # a little further out, so the mask shows inside
+        around = ndimage.binary_dilation(deciding, disk(6))
+        ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, linestyles="dashed")
     ax.set_xticks([])
     ax.set_yticks([])
 

@@ -62,7 +62,7 @@ PROFILES = {
     # earlier budget: the learning curve still rose there) in batches of 4, 8 base filters,
     # validation photos scored at epochs 4 and 8. Sized for `make report` in under 45 minutes on
     # a 2-core CPU; the VGG16 encoder stays frozen and sees a quarter of the samples (its
-    # forward pass costs about 4 U-Nets').
+    # predictions take about 14 times a U-Net's).
     "default": Profile("default", synth_count=600, synth_width=1280, synth_height=720,
                        figures_are_published=True, epochs=8, base_filters=8, batch_size=4,
                        tiles_per_epoch=1280, validate_every=4,

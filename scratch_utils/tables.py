@@ -109,5 +109,5 @@ def with_interval(row: dict, key: str, percent: bool = False) -> str:
 def decision_cell(row: dict) -> str:
     """The part-level rule in words: ``length >= 24 px above 0.40``."""
     if row.get("decision_threshold") is None:
-        return "every part"
+        return "every part, always"
     return f"{row['region_measure']} ≥ {row['min_region']} px above {row['decision_threshold']:g}"

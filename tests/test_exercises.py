@@ -33,8 +33,7 @@ def test_01_broken_copies_are_skipped_with_messages_naming_the_file(prepared, tm
     data = json.loads(label.read_text(encoding="utf-8-sig"))
     data["images"][0]["file_name"] = "../" + data["images"][0]["file_name"]
     label.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    summary = json.loads((prepare(copy, tmp_path / "out", scale=0.5, progress=False) / "preparation.json")
-                         .read_text())
+    summary = prepare(copy, tmp_path / "out", scale=0.5, progress=False)
     skipped = json.dumps(summary.get("skipped", []), ensure_ascii=False)
     assert photo.name in skipped and label.name in skipped
 
@@ -48,16 +47,18 @@ def test_02_uniform_tiles_almost_never_show_a_defect(prepared):
     assert counts[0.5] > counts[0.0]
 
 
-def test_02_bilinear_rotation_blurs_the_mask_and_nearest_keeps_it_binary(prepared):
+def test_02_both_interpolations_give_binary_masks_and_the_scratch_pixels_can_be_counted(prepared):
     from scratch_utils.augment import AugmentConfig, JointAugment
     from scratch_utils.pipeline import make_tile_dataset
     images, masks = next(iter(make_tile_dataset(prepared, 32, 1.0, 8, augment=None, seed=1)))
-    values = {}
+    kept = {}
     for interpolation in ("nearest", "bilinear"):
         config = AugmentConfig(horizontal_flip=False, shift=0, hue=0, rotation=0.05, interpolation=interpolation)
         _, rotated = JointAugment(config, seed=7)(images.numpy(), masks.numpy())
-        values[interpolation] = np.unique(np.asarray(rotated))
-    assert set(values["nearest"]) <= {0.0, 1.0} and len(values["bilinear"]) > 2
+        rotated = np.asarray(rotated)
+        assert set(np.unique(rotated)) <= {0.0, 1.0}          # JointAugment thresholds the mask at 0.5
+        kept[interpolation] = int(rotated.sum())
+    assert min(kept.values()) > 0
 
 
 @pytest.mark.parametrize("change", [{"loss": "bce"}, {"loss": "dice"}, {"base_filters": 8}])

@@ -235,7 +235,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert ("| unet | scale 0.5, 128 px tiles | 4.0 | length ≥ 3 px above 0.4 | 0.50 | – | 50% [30%, 70%] "
             "| 45% | 50% | 0.50 |") in table
     reference = {**row, "decision_threshold": None, "train_seconds": 0.0}
-    assert "| every part |" in markdown_table([reference])
+    assert "| every part, always |" in markdown_table([reference])
 
 
 def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():
