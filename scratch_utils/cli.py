@@ -7,6 +7,7 @@ import sys
 
 from .geometry import FITS
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
+from .metrics import REGION_MEASURES
 from .names import ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, SPLITS
 from .profiles import PROFILE_NAMES
 from .sources import FORMATS
@@ -138,7 +139,7 @@ def _operating_point_overrides(command) -> None:
     command.add_argument("--min-region", dest="min_region", type=int,
                          help="pixels (at model resolution, by --region-measure) of the smallest region "
                               "called a defect (default: the run's)")
-    command.add_argument("--region-measure", dest="region_measure", choices=("length", "area"),
+    command.add_argument("--region-measure", dest="region_measure", choices=REGION_MEASURES,
                          help="measure a region by the length of its skeleton or by its area "
                               "(default: the run's)")
 

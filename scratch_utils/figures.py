@@ -10,8 +10,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-from .metrics import scores_from_counts
+from .metrics import disk, scores_from_counts
 from .photos import DEFECT_COLOUR, overlay
 from .profiles import figures_dir, get_profile
 
@@ -296,7 +297,6 @@ def zoom_box(truth: np.ndarray, fallback: np.ndarray | None = None, share: float
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected region of a mask (a good part's zoom goes to it)."""
-    from scipy import ndimage
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if count <= 1:
         return mask
@@ -307,9 +307,6 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
     """The mask filled (half transparent), the truth outlined in green a few pixels out (so the
     scratch itself stays visible inside the outline) and the regions that made the pass/fail
     call outlined in yellow."""
-    from scipy import ndimage
-
-    from .metrics import disk
     ax.imshow(overlay(photo, mask, alpha=0.6), interpolation="nearest")
     if truth.any():
         around = ndimage.binary_dilation(truth, disk(3))

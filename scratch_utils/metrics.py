@@ -8,8 +8,7 @@ to a split's photos at their own resolution.
   pixel counts as correct, and a true pixel within ``tolerance`` px of a prediction as found;
 - the part-level call the plant acts on: a part is defective when one connected region of
   predicted pixels is long enough along its skeleton (``length``: a scratch is long and thin,
-  a dust speck compact) or, the older rule, covers enough pixels (``area``); scattered specks do
-  not add up. Detection rate on defective parts, false-alarm rate on good parts, their
+  a dust speck compact) or covers enough pixels (``area``); scattered specks do not add up. Detection rate on defective parts, false-alarm rate on good parts, their
   bootstrap intervals over parts, and AUROC of a per-part score.
 
 Empty cases: Dice and IoU of a photo whose true and predicted masks are both empty (a good part
@@ -67,30 +66,33 @@ def tolerance_from_counts(counts: dict) -> dict:
     return {"tolerance_precision": precision, "tolerance_recall": recall, "tolerance_f1": f1}
 
 
-def largest_region(mask) -> int:
-    """Pixels in the largest 8-connected region of a 2-D mask (0 when it is empty)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return 0
+REGION_MEASURES = ("length", "area")   # how the pass/fail decision measures a region
+
+
+def _measured_regions(mask: np.ndarray, measures=REGION_MEASURES) -> tuple[np.ndarray, dict]:
+    """(8-connected labels of a non-empty mask, {measure: size of each label}, label 0 the
+    background): ``area`` counts a region's pixels, ``length`` the pixels of its skeleton (its
+    centre line: a 1-px line of n pixels has length n, a compact blob of the same area a few)."""
     labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
-    return int(np.bincount(labels.ravel())[1:].max())
-
-
-REGION_MEASURES = ("length", "area")
+    sizes = {}
+    if "area" in measures:
+        sizes["area"] = np.bincount(labels.ravel(), minlength=count + 1)
+    if "length" in measures:
+        from skimage.morphology import skeletonize   # light enough for the app, only imported here
+        sizes["length"] = np.bincount(labels[skeletonize(mask)], minlength=count + 1)
+    for size in sizes.values():
+        size[0] = 0
+    return labels, sizes
 
 
 def region_sizes(mask) -> dict:
-    """The largest 8-connected region of a 2-D mask by each measure: ``area`` (pixels) and
-    ``length`` (pixels on its skeleton, the centre line: a 1-px line of n pixels has length n,
-    a compact blob of the same area a few). Zeros when the mask is empty."""
+    """The largest 8-connected region of a 2-D mask by each measure (``length``, ``area``);
+    zeros when the mask is empty."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
-        return {"length": 0, "area": 0}
-    from skimage.morphology import skeletonize   # light enough for the app, only imported here
-    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
-    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    length = np.bincount(labels[skeletonize(mask)], minlength=count + 1)[1:]
-    return {"length": int(length.max()), "area": int(area.max())}
+        return {measure: 0 for measure in REGION_MEASURES}
+    _, sizes = _measured_regions(mask)
+    return {measure: int(size.max()) for measure, size in sizes.items()}
 
 
 def deciding_regions(mask, measure: str, minimum: int) -> np.ndarray:
@@ -99,15 +101,8 @@ def deciding_regions(mask, measure: str, minimum: int) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
-    if measure == "area":
-        size = np.bincount(labels.ravel(), minlength=count + 1)
-    else:
-        from skimage.morphology import skeletonize
-        size = np.bincount(labels[skeletonize(mask)], minlength=count + 1)
-    keep = size >= max(1, int(minimum))
-    keep[0] = False
-    return keep[labels]
+    labels, sizes = _measured_regions(mask, (measure,))
+    return (sizes[measure] >= max(1, int(minimum)))[labels]
 
 
 def called_defective(largest_region_px, min_region: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import SCORES, choose_operating_point
+from .compare import choose_operating_point, split_scores
 from .evaluation import SplitPredictions, scores, sweep
 from .prepared import Prepared
 
@@ -73,10 +73,7 @@ def reference_row(name: str, description: str, val: dict, test: dict, point=None
            "min_region": point.min_region if point else None,
            "region_measure": point.region_measure if point else "",
            "target_met_on_val": bool(point.target_met) if point else True}
-    for split, values in (("val", val), ("test", test)):
-        for key in SCORES:
-            row[f"{split}_{key}"] = values.get(key, float("nan"))
-    return row
+    return {**row, **split_scores(val, test)}
 
 
 def flag_every_part(test_rows: list[dict]) -> dict:

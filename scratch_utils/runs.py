@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .files import atomic_write_json
 from .geometry import Geometry
+from .metrics import REGION_MEASURES
 
 # What a run folder holds changed (4: the decision measures regions by length or area); an
 # older run is trained again rather than read with fields it lacks.
@@ -64,8 +65,8 @@ class OperatingPoint:
                        decision_threshold: float | None = None,
                        min_region: int | None = None, region_measure: str | None = None) -> "OperatingPoint":
         """This point with the named values replaced (``None`` keeps the chosen one)."""
-        if region_measure is not None and region_measure not in ("length", "area"):
-            raise ValueError(f"region_measure must be 'length' or 'area', not {region_measure!r}")
+        if region_measure is not None and region_measure not in REGION_MEASURES:
+            raise ValueError(f"region_measure must be one of {', '.join(REGION_MEASURES)}, not {region_measure!r}")
         values = self.as_dict()
         for key, value in (("mask_threshold", mask_threshold), ("decision_threshold", decision_threshold),
                            ("min_region", min_region), ("region_measure", region_measure)):

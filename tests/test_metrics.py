@@ -97,9 +97,9 @@ def test_a_part_is_called_on_one_region_not_on_scattered_specks():
     specks[::4, ::4] = 0.9                              # 9 isolated dust specks
     scratch = np.zeros((9, 9))
     scratch[np.arange(5), np.arange(5)] = 0.9           # a 5-px diagonal hairline
-    assert metrics.largest_region(specks >= 0.5) == 1
-    assert metrics.largest_region(scratch >= 0.5) == 5   # diagonal pixels connect
-    assert metrics.largest_region(np.zeros((3, 3), bool)) == 0
+    assert metrics.region_sizes(specks >= 0.5)["area"] == 1
+    assert metrics.region_sizes(scratch >= 0.5)["area"] == 5   # diagonal pixels connect
+    assert metrics.region_sizes(np.zeros((3, 3), bool))["area"] == 0
     truths = [np.zeros((9, 9), bool), scratch > 0]
     result = scores(split_predictions(truths, [specks, scratch]), at(0.5, min_region=4), truth_of(truths))
     assert result["detection_rate"] == 1.0 and result["false_alarm_rate"] == 0.0
