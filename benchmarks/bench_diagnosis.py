@@ -1,0 +1,166 @@
+"""Diagnosis: why does the working-scale U-Net learn less than the 128-px squash on some real
+photos? One change at a time against one baseline, scored on the validation split only.
+
+The baseline is the default profile's U-Net recipe as it stood when the diagnosis began
+(``BASE``, frozen here so that adopting a winner does not move it), on the set prepared at the
+automatic scale. Each variant changes one thing: how the set is prepared (``prepare``: a fixed
+scale, the squash) or one training setting (``train``: a :class:`TrainConfig` field). Every run
+is a real ``train`` run at the same number of samples; its ``metrics.json`` "val" scores are
+read (pixel Dice at the photos' own resolution, Dice per defective part, AUROC of the
+decision's score) with the false alarms at 95% caught from the validation detection curve. The
+test split is never read here. Runs are kept under ``data/diagnosis/<set>/`` and reused.
+
+    python benchmarks/bench_diagnosis.py --set magnetic_tile=../shared/real/magnetic_tile [--variants ...] [--seeds 0 1]
+    python benchmarks/bench_diagnosis.py --set default        # the synthetic default set
+
+Writes ``benchmarks/results/diagnosis_<set>.json`` and prints its table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from scratch_utils.files import atomic_write_json  # noqa: E402
+from scratch_utils.preparation import prepare  # noqa: E402
+from scratch_utils.profiles import data_root, get_profile, profile_dir  # noqa: E402
+from scratch_utils.runs import load_run_config, read_history, read_metrics  # noqa: E402
+from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_real import false_alarms_at  # noqa: E402
+
+# The default profile's U-Net recipe when this diagnosis began (docs/recipe.md, "recipe").
+BASE = {"model": "unet", "loss": "bce_dice", "epochs": 8, "base_filters": 8, "batch_size": 4,
+        "learning_rate": 2e-3, "tile_size": 128, "tiles_per_epoch": 1280, "defect_share": 0.9,
+        "validate_every": 4}
+VARIANTS = {
+    "baseline": {},
+    "squash": {"prepare": {"size": 128}},
+    "scale_0.25": {"prepare": {"scale": 0.25}},
+    "scale_1": {"prepare": {"scale": 1.0}},
+    "lr_1e-3": {"train": {"learning_rate": 1e-3}},
+    "lr_5e-4": {"train": {"learning_rate": 5e-4}},
+    "defect_share_0.5": {"train": {"defect_share": 0.5}},
+    "group_norm": {"train": {"normalization": "group"}},
+    "validate_every_1": {"train": {"validate_every": 1}},
+    "loss_bce": {"train": {"loss": "bce"}},
+    "no_augmentation": {"train": {"augment": False}},
+    "tiles_64": {"train": {"tile_size": 64, "tiles_per_epoch": 5120}},     # the same pixels in 4x smaller tiles
+    "tiles_256": {"train": {"tile_size": 256, "tiles_per_epoch": 320}},    # ... in 4x larger tiles: whole photos
+}
+REPORTED = ("dice", "dice_defective_parts", "auroc", "detection_rate", "false_alarm_rate")
+
+
+def prepared_folder(set_name: str, source: Path, options: dict) -> Path:
+    """The set prepared with ``options`` (the automatic scale when empty), made if missing."""
+    tag = "-".join(f"{k}{v:g}" for k, v in sorted(options.items())) or "auto"
+    out = data_root() / "diagnosis" / set_name / f"prepared-{tag}"
+    prepare(source, out, progress=False, **options)
+    return out
+
+
+def run_variant(set_name: str, source: Path, name: str, seed: int) -> dict:
+    variant = VARIANTS[name]
+    folder = prepared_folder(set_name, source, variant.get("prepare", {}))
+    config = TrainConfig(**{**BASE, **variant.get("train", {}), "seed": seed})
+    run = train_or_reuse(folder, data_root() / "diagnosis" / set_name / "runs" / f"{name}-s{seed}", config, verbose=0)
+    metrics, history = read_metrics(run), read_history(run / "history.csv")
+    val = metrics["val"]
+    row = {"variant": name, "seed": seed, **{key: val[key] for key in REPORTED},
+           "false_alarms_at_95": false_alarms_at(run, "val"),
+           "final_train_loss": history[-1]["loss"], "final_tile_iou": history[-1]["tile_iou"],
+           "checkpoint_epoch": int(min((h for h in history if h["val_loss"] == h["val_loss"]),
+                                       key=lambda h: h["val_loss"])["epoch"]) + 1,
+           "geometry": load_run_config(run)["geometry"], "operating_point": metrics["operating_point"],
+           "train_seconds": load_run_config(run)["extra"]["train_seconds"]}
+    print(f"{name:20s} seed {seed}: val Dice {row['dice']:.3f}, per part {row['dice_defective_parts']:.3f}, "
+          f"AUROC {row['auroc']:.3f}, false alarms at 95% caught {row['false_alarms_at_95']:.0%}, final training "
+          f"loss {row['final_train_loss']:.3f}, checkpoint epoch {row['checkpoint_epoch']} "
+          f"({row['train_seconds']:.0f} s)", flush=True)
+    return row
+
+
+SUMMARISED = REPORTED + ("false_alarms_at_95", "final_train_loss", "train_seconds")
+LABELS = {"dice": "val Dice", "dice_defective_parts": "Dice per defective part", "auroc": "AUROC",
+          "false_alarms_at_95": "false alarms at 95% caught", "final_train_loss": "final training loss",
+          "train_seconds": "train s"}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per variant: mean and (min, max) over seeds of each reported score."""
+    summary = {}
+    for name in dict.fromkeys(row["variant"] for row in rows):
+        mine = [row for row in rows if row["variant"] == name]
+        summary[name] = {"seeds": len(mine), **{
+            key: {"mean": round(float(np.mean([r[key] for r in mine])), 6),
+                  "min": round(float(np.min([r[key] for r in mine])), 6),
+                  "max": round(float(np.max([r[key] for r in mine])), 6)} for key in SUMMARISED}}
+    return summary
+
+
+def change_text(variant: dict) -> str:
+    parts = [f"prepare {k} {v:g}" for k, v in variant.get("prepare", {}).items()]
+    parts += [f"{k} {v}" for k, v in variant.get("train", {}).items()]
+    return ", ".join(parts) or "-"
+
+
+def markdown_table(result: dict) -> str:
+    formats = {"false_alarms_at_95": lambda v: f"{100 * v:.0f}%", "train_seconds": lambda v: f"{v:.0f}"}
+
+    def cell(stats: dict, key: str) -> str:
+        fmt = formats.get(key, lambda v: f"{v:.3f}")
+        spread = "" if stats["min"] == stats["max"] else f" ({fmt(stats['min'])}-{fmt(stats['max'])})"
+        return fmt(stats["mean"]) + spread
+
+    lines = ["| variant | change | seeds | " + " | ".join(LABELS.values()) + " |", "|" + "---|" * (3 + len(LABELS))]
+    for name, stats in result["summary"].items():
+        lines.append(f"| {name} | {change_text(result['variants'][name])} | {stats['seeds']} | "
+                     + " | ".join(cell(stats[key], key) for key in LABELS) + " |")
+    return "\n".join(lines)
+
+
+def source_of(set_arg: str) -> tuple[str, Path]:
+    """``NAME=FOLDER`` for photos of your own, or ``default`` for the synthetic default set."""
+    if set_arg == "default":
+        from scratch_utils import synthetic
+        profile = get_profile("default")
+        source = profile_dir(profile) / "synthetic"
+        synthetic.generate(source, count=profile.synth_count, seed=0, width=profile.synth_width,
+                           height=profile.synth_height, progress=False)
+        return "default", source
+    name, _, folder = set_arg.partition("=")
+    return name, Path(folder).expanduser().resolve()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", required=True, help="default, or NAME=FOLDER")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    args = parser.parse_args()
+    set_name, source = source_of(args.set)
+    rows = [run_variant(set_name, source, name, seed) for seed in args.seeds for name in args.variants]
+    out = HERE / "results" / f"diagnosis_{set_name}.json"
+    previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    done = {(r["variant"], r["seed"]) for r in rows}
+    rows = [r for r in previous["runs"] if (r["variant"], r["seed"]) not in done] + rows
+    rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
+    result = {"benchmark": "diagnosis", "set": set_name, "base": BASE, "scored_on": "validation split, photo resolution",
+              "variants": {name: VARIANTS[name] for name in dict.fromkeys(r["variant"] for r in rows)},
+              "summary": summarise(rows), "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
+    atomic_write_json(out, result)
+    print(markdown_table(result))
+    print(f"wrote {out.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()

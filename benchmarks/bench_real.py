@@ -1,0 +1,156 @@
+"""Real photos: the working-scale U-Net and the 128-px squash side by side on any folder of
+labelled photos (paired folders, COCO or AIHub), with the default profile's recipe.
+
+Each path is prepared from the folder as a user would (``prepare SOURCE --out DIR`` at the
+automatic scale, and ``--size 128``), trained by ``train`` with the profile's recipe (one run per
+seed), and scored on the benchmark's own test split at its validation-chosen decision; the
+false alarms at 95% caught are read from each split's detection curve. ``--masks binarised``
+adds the same photos with their masks binarised at > 0 (a 1-px fringe and specks, as many
+export tools write them), prepared from a copy under ``data/real/``: the folder itself is only
+read. Runs are kept and reused, so the script can be stopped and started again.
+
+    python benchmarks/bench_real.py FOLDER [--masks published binarised] [--seeds 0 1]
+
+Writes ``benchmarks/results/real_<folder name>.json`` and prints the table of ``docs/recipe.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from scratch_utils.compare import detection_curve  # noqa: E402
+from scratch_utils.evaluation import run_predictions  # noqa: E402
+from scratch_utils.files import atomic_write_json, list_images  # noqa: E402
+from scratch_utils.preparation import prepare  # noqa: E402
+from scratch_utils.profiles import data_root, get_profile  # noqa: E402
+from scratch_utils.runs import load_run_config, read_metrics  # noqa: E402
+from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PATHS = ("working scale", "128-px squash")
+MASK_VERSIONS = ("published", "binarised")
+SCORED = ("dice", "dice_defective_parts", "detection_rate", "located_detection_rate", "false_alarm_rate",
+          "auroc")
+
+
+def binarised_copy(source: Path, out: Path) -> Path:
+    """A paired-folder copy of ``source`` whose masks are binarised at > 0 (made once)."""
+    masks = source / "masks"
+    if not (source / "images").is_dir() or not masks.is_dir():
+        raise SystemExit(f"--masks binarised needs a paired folder (images/ + masks/): {source} is not one")
+    if not (out / "done").is_file():
+        shutil.copytree(source / "images", out / "images", dirs_exist_ok=True)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        for path in list_images(masks):
+            with Image.open(path) as handle:
+                values = np.asarray(handle.convert("L"))
+            Image.fromarray(np.where(values > 0, 255, 0).astype(np.uint8)).save(out / "masks" / f"{path.stem}.png")
+        (out / "done").write_text("masks binarised at > 0\n")
+    return out
+
+
+def prepared_paths(source: Path, root: Path, square: int) -> dict:
+    """Path name -> (prepared folder, its preparation summary), made if missing or out of date."""
+    folders = {}
+    for path, options in zip(PATHS, ({"scale": "auto"}, {"size": square})):
+        out = root / ("prepared-auto" if "scale" in options else f"prepared-square{square}")
+        folders[path] = (out, prepare(source, out, progress=False, **options))
+    return folders
+
+
+def false_alarms_at(run: Path, split: str, target: float = 0.95) -> float:
+    """The lowest false-alarm rate of the decisions that catch ``target`` of a split's defective parts."""
+    false_alarms, detections = detection_curve(run_predictions(run, split))
+    return float(false_alarms[np.argmax(detections >= target)])
+
+
+def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs: Path, profile) -> dict:
+    config = TrainConfig(model="unet", loss="bce_dice", **{**profile.training("unet"), "seed": seed})
+    started = time.perf_counter()
+    run = train_or_reuse(folder, runs / f"{'square' if path != PATHS[0] else 'scaled'}-s{seed}", config, verbose=0)
+    metrics, extra = read_metrics(run), load_run_config(run)["extra"]
+    settings = summary["settings"]
+    row = {"masks": masks, "path": path, "seed": seed, "run": str(run),
+           "geometry": f"{settings['size']} px square" if settings.get("size") else f"scale {settings['scale']:g}",
+           "scale_estimate": settings.get("scale_estimate"), "train_seconds": extra["train_seconds"],
+           "seconds": round(time.perf_counter() - started, 1), "warnings": metrics.get("warnings", []),
+           "operating_point": metrics["operating_point"]}
+    for split in ("val", "test"):
+        row[split] = {**{key: metrics[split][key] for key in SCORED},
+                      "false_alarms_at_95": false_alarms_at(run, split),
+                      "defective_parts": metrics[split]["defective_parts"], "good_parts": metrics[split]["good_parts"]}
+    test = row["test"]
+    print(f"{masks:10s} {path:14s} seed {seed} ({row['geometry']}): test Dice {test['dice']:.3f}, caught "
+          f"{test['detection_rate']:.0%} / false alarms {test['false_alarm_rate']:.0%}, false alarms at 95% "
+          f"caught {test['false_alarms_at_95']:.0%} ({row['train_seconds']:.0f} s training)", flush=True)
+    return row
+
+
+def markdown_table(result: dict) -> str:
+    """One row per mask version and path: each score's mean over seeds, with its range."""
+    def cell(values, percent=False):
+        fmt = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.3f}")
+        low, high, mean = min(values), max(values), float(np.mean(values))
+        return fmt(mean) + ("" if low == high else f" ({fmt(low)}-{fmt(high)})")
+
+    lines = ["| masks | path | prepared at | seeds | test Dice | test Dice per defective part | "
+             "caught / false alarms (val-chosen decision) | false alarms at 95% caught (val) | "
+             "false alarms at 95% caught (test) | s per run |", "|" + "---|" * 10]
+    for masks in MASK_VERSIONS:
+        for path in PATHS:
+            mine = [r for r in result["runs"] if r["masks"] == masks and r["path"] == path]
+            if not mine:
+                continue
+            test = [r["test"] for r in mine]
+            lines.append(
+                f"| {masks} | {path} | {mine[0]['geometry']} | {len(mine)} | {cell([t['dice'] for t in test])} | "
+                f"{cell([t['dice_defective_parts'] for t in test])} | "
+                f"{cell([t['detection_rate'] for t in test], True)} / {cell([t['false_alarm_rate'] for t in test], True)} | "
+                f"{cell([r['val']['false_alarms_at_95'] for r in mine], True)} | "
+                f"{cell([t['false_alarms_at_95'] for t in test], True)} | {np.mean([r['seconds'] for r in mine]):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="photos with labels: paired folders, COCO or AIHub")
+    parser.add_argument("--masks", nargs="*", default=["published"], choices=MASK_VERSIONS)
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    source, profile = args.folder.expanduser().resolve(), get_profile("default")
+    name = source.name
+    rows = []
+    for masks in args.masks:
+        root = data_root() / "real" / name / masks
+        origin = source if masks == "published" else binarised_copy(source, data_root() / "real" / name / "binarised-source")
+        folders = prepared_paths(origin, root, profile.square_size)
+        for seed in args.seeds:
+            for path in args.paths:
+                rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile))
+    out = args.out / f"real_{name}.json"
+    previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    done = {(r["masks"], r["path"], r["seed"]) for r in rows}
+    rows = [r for r in previous["runs"] if (r["masks"], r["path"], r["seed"]) not in done] + rows
+    rows.sort(key=lambda r: (MASK_VERSIONS.index(r["masks"]), PATHS.index(r["path"]), r["seed"]))
+    result = {"benchmark": "real photos", "folder": name, "profile": profile.name,
+              "recipe": profile.training("unet"), "scored_on": "the folder's own test split, photo resolution",
+              "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
+    atomic_write_json(out, result)
+    print(markdown_table(result))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
