@@ -40,7 +40,9 @@ def _prepare(args) -> int:
         print(f"geometry: scale {settings['scale']:g}"
               + (f", longer side at most {settings['max_side']} px" if settings.get("max_side") else "")
               + (f" (auto: the narrowest defects are {estimate['narrowest_defect_px']} px wide at "
-                 f"source, {estimate['narrowest_defect_px'] * settings['scale']:.2f} px prepared)"
+                 f"source, {estimate['narrowest_defect_px'] * settings['scale']:.2f} px prepared; "
+                 f"{estimate['defects_measured']} defects measured, {estimate['specks_measured']} of them "
+                 f"specks of 1-2 px that weigh by their length)"
                  if estimate and estimate.get("narrowest_defect_px") else ""))
     print(f"{summary['format']}: prepared {counts['prepared']}, up to date {counts['up_to_date']}, "
           f"skipped {counts['skipped']} -> {counts['total']} pairs "
@@ -71,6 +73,8 @@ def _train(args) -> int:
           f"{point['min_region']} px or more of {point['region_measure']}; test at the photos' own resolution: "
           f"dice {test['dice']:.3f}, IoU {test['iou']:.3f}, caught {test['detection_rate']:.0%} "
           f"of defective parts, false alarms on {test['false_alarm_rate']:.0%} of good parts")
+    if metrics.get("warnings"):
+        print(f"{len(metrics['warnings'])} warning(s) about this run, also in {run / 'metrics.json'} (printed above)")
     return 0
 
 
@@ -168,7 +172,7 @@ def _data_commands(commands) -> None:
     prep.add_argument("--format", default="auto", choices=FORMATS)
     prep.add_argument("--scale", type=_scale, default="auto",
                       help="fraction of each photo's own resolution, aspect ratio kept (default "
-                           "auto: the narrowest defects stay about 1 px wide)")
+                           "auto: the narrowest defects, read by their length, stay about 1 px wide)")
     prep.add_argument("--max-side", dest="max_side", type=int, default=None,
                       help="cap on the longer side after scaling, in pixels")
     prep.add_argument("--size", type=int, default=None,

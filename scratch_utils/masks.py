@@ -120,18 +120,19 @@ def item_quality(item: Item) -> str:
 
 def narrowest_defect(item: Item) -> float:
     """Width in pixels of the item's narrowest defect at source resolution (0 for a good part)."""
-    return min(defect_widths(item), default=0.0)
+    return min((width for width, _ in defect_measures(item)), default=0.0)
 
 
-def defect_widths(item: Item) -> list[float]:
-    """The width of each of an item's defects at source resolution (:func:`raster_width`), the
-    same measure whatever the label format: polygons are rasterised first (each defect in its
-    own box); a mask file or RLE is split into connected regions."""
+def defect_measures(item: Item) -> list[tuple[float, int]]:
+    """``(width, length)`` in pixels of each of an item's defects at source resolution
+    (:func:`raster_measures`), the same measure whatever the label format: polygons are
+    rasterised first (each defect in its own box); a mask file or RLE is split into connected
+    regions, so a stray speck is a defect of length 1."""
     if item.polygons:
-        return [raster_width(polygon_raster(polys)) for polys in item.polygons]
+        return [raster_measures(polygon_raster(polys)) for polys in item.polygons]
     mask = source_mask(item)
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    return [raster_width(labels[box] == k) for k, box in enumerate(ndimage.find_objects(labels), start=1)]
+    return [raster_measures(labels[box] == k) for k, box in enumerate(ndimage.find_objects(labels), start=1)]
 
 
 def polygon_raster(polygons: list) -> np.ndarray:
@@ -143,12 +144,16 @@ def polygon_raster(polygons: list) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(shifted, height, width))).astype(bool)
 
 
-def raster_width(mask: np.ndarray) -> float:
-    """Mean width in pixels of one defect's raster: its area over the length of its skeleton
-    (``skimage.morphology.skeletonize``). A scratch w px wide and L long measures about w; a
-    ragged outline (a polygon traced from a mask) changes neither the area nor the skeleton
-    much, so polygon labels and mask files of the same defect agree."""
+def raster_measures(mask: np.ndarray) -> tuple[float, int]:
+    """``(width, length)`` of one defect's raster: the length of its skeleton
+    (``skimage.morphology.skeletonize``) and its mean width, its area over that length. A
+    scratch w px wide and L long measures about (w, L); a ragged outline (a polygon traced from
+    a mask) changes neither the area nor the skeleton much, so polygon labels and mask files of
+    the same defect agree."""
     from skimage.morphology import skeletonize
     mask = np.asarray(mask, bool)
     area = int(mask.sum())
-    return area / max(1, int(skeletonize(mask).sum())) if area else 0.0
+    if not area:
+        return 0.0, 0
+    length = max(1, int(skeletonize(mask).sum()))
+    return area / length, length

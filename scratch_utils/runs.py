@@ -25,10 +25,12 @@ from .files import atomic_write_json
 from .geometry import Geometry
 from .metrics import REGION_MEASURES
 
-# What a run folder holds changed (4: the decision measures regions by length or area); an
-# older run is trained again rather than read with fields it lacks.
-RUN_FORMAT = 4
-TARGET_DETECTION = 0.95   # the plant's target: share of defective parts caught
+# What a run folder holds changed (5: `target_met` is the plant's whole target, caught and false
+# alarms; metrics.json says when a model has not learned); an older run is trained again rather
+# than read with fields it lacks.
+RUN_FORMAT = 5
+TARGET_DETECTION = 0.95     # the plant's target: share of defective parts caught ...
+TARGET_FALSE_ALARMS = 0.05  # ... with at most this share of good parts flagged
 
 
 @dataclass
@@ -42,6 +44,10 @@ class OperatingPoint:
       ``min_region`` pixels at model resolution, measured along its skeleton (``length``: a
       scratch is long, a speck compact) or as its ``area`` (chosen on validation to catch
       ``target`` of the defective parts with the fewest false alarms on good ones).
+
+    On the split it was chosen on, ``detection_target_met`` says it catches ``target`` of the
+    defective parts, and ``target_met`` that it meets the plant's whole target: that, with at
+    most ``false_alarm_limit`` of the good parts flagged.
     """
     mask_threshold: float
     decision_threshold: float
@@ -49,8 +55,10 @@ class OperatingPoint:
     region_measure: str = "length"
     detection_rate: float = float("nan")    # on the split it was chosen on
     false_alarm_rate: float = float("nan")
+    detection_target_met: bool = False
     target_met: bool = False
     target: float = TARGET_DETECTION
+    false_alarm_limit: float = TARGET_FALSE_ALARMS
     chosen_on: str = "val"
 
     @classmethod

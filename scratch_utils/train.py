@@ -241,12 +241,13 @@ class Fitting:
 def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig, validation, timing: dict):
     """Choose the operating point on the validation photos, and only then score the test
     split, once; write config, operating point, predictions, metrics and curves."""
-    from .compare import choose_operating_point
+    from .compare import choose_operating_point, learning_warnings
     from .evaluation import inference_ms, predict_split, save_predictions, scores, sweep
     from .figures import plot_history
     from .runs import load_run_model
     best = load_run_model(staging)
     point = choose_operating_point(sweep(validation.best))
+    warnings = learning_warnings(validation.best, point)
     save_operating_point(staging, point)
     config.extra = {**config.extra, **timing, "parameters": int(best.count_params())}
     write_config(staging, asdict(config))
@@ -254,8 +255,11 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
     for split, predictions in (("val", validation.best), ("test", test)):
         save_predictions(predictions, staging / "predictions" / f"{split}.npz")
     metrics = {"val": scores(validation.best, point), "test": scores(test, point),
-               "operating_point": point.as_dict(), "inference_ms_per_photo": inference_ms(best, prepared)}
+               "operating_point": point.as_dict(), "inference_ms_per_photo": inference_ms(best, prepared),
+               "warnings": warnings}
     atomic_write_json(staging / "metrics.json", metrics)
+    for warning in warnings:
+        print(f"warning: {staging.name.lstrip('.').removesuffix('.training')}: {warning}", flush=True)
     plot_history(read_history(staging / "history.csv"), staging / "training_curves.png",
                  title=f"{config.model} ({config.loss})")
 

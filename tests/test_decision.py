@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from scratch_utils.metrics import bootstrap_interval, called_defective, deciding_regions, region_sizes
+from test_metrics import split_predictions
 
 
 def line_and_blob(size=(40, 60)):
@@ -103,3 +104,34 @@ def test_flag_every_part_catches_all_and_flags_all(good):
     rows = [{"quality": "defective"}] * 3 + [{"quality": "good"}] * good
     result = flag_every_part(rows)
     assert result["detection_rate"] == 1.0 and result["false_alarm_rate"] == (1.0 if good else 0.0)
+
+
+def test_a_model_that_masks_every_photo_is_told_it_has_not_learned():
+    """The collapse of a run on real photos: every good photo mostly masked, the decision at the
+    top of its grid, most good parts flagged. Each cause gets its own warning; a model that masks
+    the defects alone gets none, and target_met means the whole target, caught and false alarms."""
+    from scratch_utils.compare import choose_operating_point, learning_warnings
+    truths = np.zeros((8, 16, 16), bool)
+    truths[:4, 8, 2:14] = True                      # 4 defective parts (a scratch each), 4 good
+    painted = np.full((8, 16, 16), 0.7, np.float32)  # every photo painted whole, scratch or not
+    collapsed = split_predictions(truths, painted)
+    point = choose_operating_point(collapsed)
+    warnings = learning_warnings(collapsed, point)
+    assert point.detection_target_met and not point.target_met and point.false_alarm_rate == 1.0
+    assert any("flags 100% of the good validation parts" in w for w in warnings)
+    assert any("mostly masked" in w for w in warnings)
+    learned = split_predictions(truths, np.where(truths, 0.9, 0.01).astype(np.float32))
+    good_point = choose_operating_point(learned)
+    assert good_point.target_met and good_point.detection_target_met
+    assert learning_warnings(learned, good_point) == []
+
+
+def test_a_decision_at_the_edge_of_its_grid_is_flagged():
+    from scratch_utils.compare import choose_operating_point, learning_warnings
+    truths = np.zeros((4, 16, 16), bool)
+    truths[:2, 8, 2:14] = True
+    faint = np.where(truths, 0.0015, 0.0).astype(np.float32)   # only the lowest threshold sees the scratch
+    predictions = split_predictions(truths, faint)
+    point = choose_operating_point(predictions)
+    assert point.decision_threshold == 0.001
+    assert any("edge of its search grid (threshold 0.001)" in w for w in learning_warnings(predictions, point))

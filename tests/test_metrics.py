@@ -145,13 +145,14 @@ def test_operating_point_meets_the_target_with_fewest_false_alarms():
     predictions = split_predictions(truths, probabilities, (0.25, 0.5, 0.8))
     point = choose_operating_point(predictions, target=0.95, min_regions=(1, 2, 3))
     # Catching all three needs threshold 0.25 and area 1, which also flags part 3.
-    assert (point.decision_threshold, point.min_region, point.target_met) == (0.25, 1, True)
+    assert (point.decision_threshold, point.min_region, point.detection_target_met) == (0.25, 1, True)
+    assert not point.target_met, "a third of the good parts flagged: the plant's whole target is missed"
     assert point.detection_rate == 1.0 and point.false_alarm_rate == pytest.approx(1 / 3)
     relaxed = choose_operating_point(predictions, target=0.6, min_regions=(1, 2, 3))
     assert relaxed.false_alarm_rate == 0.0 and relaxed.detection_rate >= 0.6
     impossible = choose_operating_point(split_predictions(truths, np.zeros_like(probabilities)),
                                         target=0.95)
-    assert not impossible.target_met
+    assert not impossible.target_met and not impossible.detection_target_met
 
 
 def test_mask_threshold_is_chosen_for_dice_apart_from_the_decision_rule():

@@ -58,6 +58,47 @@ def test_auto_scale_keeps_the_narrowest_defect_about_a_pixel_wide(tmp_path, widt
                                                                       round(300 * expected))
 
 
+def scratch_masks(folder: Path, widths, speck_at=None, fringe: bool = False, count: int = 8) -> Path:
+    """A paired folder of ``count`` 320x240 photos, each mask one straight scratch of the next width
+    of ``widths``; ``speck_at`` adds one 1-px speck to that photo's mask, ``fringe`` draws every
+    scratch anti-aliased and binarises it at > 0 (a 1-px fringe), with a few 1-px specks of fringe."""
+    from PIL import ImageDraw
+    rng = np.random.default_rng(5)
+    (folder / "masks").mkdir(parents=True)
+    for k in range(count):
+        width = widths[k % len(widths)]
+        polygon = line_polygon(30, 40 + 20 * k, 290, 60 + 18 * k, width)
+        canvas = Image.new("L", (320 * 4, 240 * 4))    # drawn 4x finer, then area-averaged: anti-aliased
+        ImageDraw.Draw(canvas).polygon([(4 * x, 4 * y) for x, y in zip(polygon[::2], polygon[1::2])], fill=255)
+        values = np.asarray(canvas.resize((320, 240), Image.Resampling.BOX))
+        mask = (values > 0) if fringe else (values > 127)
+        if fringe:
+            for y, x in zip(rng.integers(0, 240, 6), rng.integers(0, 320, 6)):
+                mask[y, x] = True
+        if k == speck_at:
+            mask[230, 10] = True
+        write_photo(folder / "images" / f"p{k}.png", 320, 240)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"p{k}.png")
+    return folder
+
+
+def test_one_speck_among_scratches_leaves_the_automatic_scale_unchanged(tmp_path):
+    """The scale reads the width below which lies 5% of the defects' length: a 1-px speck is one
+    pixel of length among hundreds (the 5th percentile of the widths themselves would read it)."""
+    from scratch_utils.preparation import estimate_scale
+    from scratch_utils.sources import discover
+    widths = (2.0, 3.0, 4.0, 6.0)
+    clean = estimate_scale(discover(scratch_masks(tmp_path / "clean", widths))[2])
+    speck = estimate_scale(discover(scratch_masks(tmp_path / "speck", widths, speck_at=3))[2])
+    assert clean["scale"] == speck["scale"] == 0.5, (clean, speck)
+    assert speck["defects_measured"] == clean["defects_measured"] + 1 and speck["specks_measured"] == 1
+    assert abs(speck["narrowest_defect_px"] - clean["narrowest_defect_px"]) < 0.05
+    assert "5% of the defects' total length" in speck["statistic"]
+    fringe = estimate_scale(discover(scratch_masks(tmp_path / "fringe", widths, fringe=True))[2])
+    assert fringe["scale"] == clean["scale"], "a 1-px fringe and its specks do not move the scale either"
+    assert fringe["specks_measured"] >= 40
+
+
 def test_max_side_caps_the_longer_side_and_keeps_the_aspect_ratio(tmp_path):
     root = tmp_path / "src"
     write_photo(root / "wide.png", width=1000, height=500)
