@@ -87,7 +87,8 @@ def prepared_mask(item: Item, size: tuple[int, int], layout, min_coverage: float
     small = np.zeros((box_h, box_w), dtype=bool)
     for k, (rle, coverage) in enumerate(zip(rles, coverages)):
         kept = coverage >= min_coverage
-        area_in_pixels = mask_utils.area(rle) * box_w * box_h / (width * height)
+        # pycocotools' area is a uint32: in floats, a large defect on a large box cannot overflow
+        area_in_pixels = float(mask_utils.area(rle)) * box_w * box_h / (width * height)
         if not kept.any() or area_in_pixels < 0.5 * np.count_nonzero(coverage):
             # A thin defect (most scratches): thresholding would break it into dashes.
             # Keep every pixel it touches, found on a grid fine enough not to miss one

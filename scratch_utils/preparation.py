@@ -47,7 +47,7 @@ MIN_DEFECT_WIDTH_PX = 1.0
 NARROW_SHARE = 0.05
 WIDTH_STATISTIC = "width below which lies 5% of the defects' total length (skeleton pixels)"
 # Bump when the preparation code changes what it writes: outputs are then re-made.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 
 
 @dataclass(frozen=True)

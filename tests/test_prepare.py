@@ -384,3 +384,25 @@ def test_coco_reports_unlisted_images_and_bad_entries_once(tmp_path):
     assert "leaves SOURCE" in reasons["_annotations.coco.json image 2"]
     assert "not found" in reasons["_annotations.coco.json image 3"]
     assert len(reasons) == 3 and report["counts"]["total"] == 1
+
+
+def test_a_large_defect_on_a_large_box_is_thresholded_not_kept_whole():
+    """A defect of 6 M source pixels on a 3 MP box: its area in prepared pixels is 1.5 M, and
+    pycocotools' uint32 area times the box size overflowed, so the defect read as thin and kept
+    every pixel it touched. It is a blob: a pixel is defect when a quarter of it is covered."""
+    import warnings
+
+    from scratch_utils.geometry import Geometry
+    from scratch_utils.masks import polygon_coverage, prepared_mask
+    from scratch_utils.sources import Item
+    width, height = 4000, 3000
+    square = [500.3, 500.3, 3500.3, 500.3, 3500.3, 2500.3, 500.3, 2500.3]   # 3000 x 2000, edges at .3
+    item = Item(stem="big", image="", source_image="big.jpg", polygons=[[square]])
+    layout = Geometry(scale=0.5).layout(width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "overflow encountered"
+        mask, area = prepared_mask(item, (width, height), layout)
+    coverage = polygon_coverage([square], width, height, (layout.box_w, layout.box_h))
+    assert area == pytest.approx(6e6, rel=1e-3)
+    assert np.array_equal(mask, coverage >= 0.25), "thresholded at a quarter, not every pixel touched"
+    assert np.any((coverage > 0) & (coverage < 0.25)), "the test has edge pixels covered under a quarter"
