@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import disk
 
 from .files import atomic_write_bytes
 from .metrics import (REGION_MEASURES, auroc, bootstrap_interval, called_defective, deciding_regions,
-                      detection_rates, disk, region_sizes, scores_from_counts, tolerance_counts,
+                      detection_rates, region_sizes, scores_from_counts, tolerance_counts,
                       tolerance_from_counts)
 from .predict import probability_map, resize_probability
 from .prepared import Prepared

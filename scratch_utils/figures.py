@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from skimage.morphology import disk
 
-from .metrics import disk, scores_from_counts
+from .metrics import scores_from_counts
 from .photos import DEFECT_COLOUR, overlay
 from .profiles import figures_dir, get_profile
 

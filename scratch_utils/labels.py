@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from . import QUALITY_DEFECTIVE, QUALITY_GOOD
 from .errors import ItemError
+from .geometry import polygon_area
 from .photos import read_mask_file
 
 QUALITY_ALIASES = {
@@ -86,8 +87,7 @@ def parse_polygons(segmentation, width: int, height: int, where: str,
         clipped = np.clip(xy, [0, 0], [width, height])
         if not np.array_equal(clipped, xy):
             warnings.append(f"{tag}: extends outside the {width}x{height} image: clipped")
-        x, y = clipped[:, 0], clipped[:, 1]
-        if 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) <= 0:
+        if polygon_area(clipped) <= 0:
             warnings.append(f"{tag}: has no area inside the image: dropped")
             continue
         polygons.append([round(float(v), 2) for v in clipped.reshape(-1)])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import disk, skeletonize
 
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
@@ -40,12 +41,6 @@ def scores_from_counts(tp, fp, fn, tn=None) -> dict:
     if tn is not None:
         scores["miou"] = (scores["iou"] + safe_ratio(np.asarray(tn, float), tn + fp + fn)) / 2
     return scores
-
-
-def disk(radius: int) -> np.ndarray:
-    """A disk-shaped structuring element of ``radius`` pixels."""
-    offsets = np.arange(-radius, radius + 1)
-    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius ** 2
 
 
 def tolerance_counts(true, pred, tolerance: int = 2) -> dict:
@@ -78,7 +73,6 @@ def _measured_regions(mask: np.ndarray, measures=REGION_MEASURES) -> tuple[np.nd
     if "area" in measures:
         sizes["area"] = np.bincount(labels.ravel(), minlength=count + 1)
     if "length" in measures:
-        from skimage.morphology import skeletonize   # light enough for the app, only imported here
         sizes["length"] = np.bincount(labels[skeletonize(mask)], minlength=count + 1)
     for size in sizes.values():
         size[0] = 0
