@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
@@ -127,6 +128,8 @@ def _report(args) -> int:
     return 0
 
 
+# What a failed write says: no space, over quota, a read-only disk, no permission.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 OVERRIDES = ("mask_threshold", "decision_threshold", "min_region", "region_measure")
 
 
@@ -267,16 +270,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(exc: Exception, code: int) -> int:
+    """Print ``exc`` as one line on stderr and return ``code``."""
+    import gc
+    exc.__traceback__ = None   # frees the frames: a progress bar they hold closes, and ends its line, first
+    gc.collect()
+    print(f"error: {exc}", file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import PrepareError
-    from .errors import WeightsUnavailable
+    from .errors import OutputError, PrepareError, WeightsUnavailable, output_error
     try:
         return args.run(args)
+    except OutputError as exc:          # the disk or the folder, not the input: exit code 1
+        return _error(exc, 1)
     except (PrepareError, WeightsUnavailable, FileExistsError, FileNotFoundError,
             ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, 2)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        # a write by a library (Keras saving a checkpoint, Matplotlib a figure) that failed
+        return _error(output_error(exc, exc.filename or getattr(args, "out", None) or "."), 1)
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept, nothing is half-written", file=sys.stderr)
         return 130

@@ -24,3 +24,42 @@ class PhotoTooLarge(ItemError):
         limit = (f"the {max_megapixels:g} MP limit (raise it with --max-megapixels)"
                  if max_megapixels is not None else "what Pillow opens safely")
         super().__init__(f"image is {size}({self.pixels / 1e6:.1f} MP), over {limit}")
+
+
+class OutputError(Exception):
+    """An output could not be written (no space, a read-only folder, no permission): the run
+    stops at once, since every later write would fail too. Not the input's fault: nothing is
+    skipped for it. The CLI prints it as one line and exits with code 1."""
+
+    def __init__(self, path, reason: str, needed: int | None = None, free: int | None = None):
+        self.path, self.reason, self.needed, self.free = str(path), reason, needed, free
+        text = f"cannot write {self.path}: {reason}"
+        if free is not None:
+            need = f"about {needed / 1e6:.1f} MB needed, " if needed else ""
+            text += f" ({need}{free / 1e6:.1f} MB free on that disk)"
+        super().__init__(text)
+
+    def __reduce__(self):   # raised in a worker process, re-raised in the parent
+        return type(self), (self.path, self.reason, self.needed, self.free)
+
+    def needing(self, needed: int) -> "OutputError":
+        """The same error, with what the whole job still needs in place of one file's size."""
+        return OutputError(self.path, self.reason, needed, self.free)
+
+
+def output_error(exc: OSError, path, needed: int | None = None) -> OutputError:
+    """The :class:`OutputError` for an ``OSError`` met while writing ``path``; when the disk is
+    full it says how much ``needed`` and how much is free there."""
+    import errno
+    import shutil
+    from pathlib import Path
+    free = None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        existing = Path(path).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            free = shutil.disk_usage(existing).free
+        except OSError:
+            free = None
+    return OutputError(path, exc.strerror or str(exc), needed, free)

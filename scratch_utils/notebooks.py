@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import OutputError
 from .files import atomic_write_json, atomic_write_text
 from .profiles import repo_root
 
@@ -190,6 +191,18 @@ def write(nb, path: Path) -> None:
     atomic_write_text(path, nbformat.writes(nb) + "\n")
 
 
+# What a failed write says in a notebook's error (an OSError a library raised, not ours)
+WRITE_FAILURES = ("No space left", "Disk quota", "Read-only file system", "Permission denied")
+
+
+class NotebookOutputError(OutputError):
+    """A notebook of the report stopped because an output could not be written."""
+
+    def __init__(self, notebook: str, text: str):
+        Exception.__init__(self, f"{notebook} stopped: {text}")
+        self.path, self.reason, self.needed, self.free = notebook, text, None, None
+
+
 def run_all(profile: str = "default", only: list[str] | None = None,
             folder: Path | None = None) -> list[tuple[str, float]]:
     """Execute every ``NN_*.ipynb`` in order and write back those that ran through; for a
@@ -220,9 +233,16 @@ def run_all(profile: str = "default", only: list[str] | None = None,
 
 def _run_one(path: Path, profile: str) -> dict:
     """Execute one notebook, write it back normalised; its time and its cells' times."""
+    from nbclient.exceptions import CellExecutionError
     started = time.perf_counter()
     print(f"running {path.name} ({profile} profile) ...", flush=True)
-    nb = execute(path, profile)
+    try:
+        nb = execute(path, profile)
+    except CellExecutionError as exc:
+        if exc.ename == "OutputError" or (exc.ename in ("OSError", "PermissionError")
+                                          and any(word in exc.evalue for word in WRITE_FAILURES)):
+            raise NotebookOutputError(path.name, exc.evalue) from None
+        raise
     cells = cell_seconds(nb)
     write(nb, path)
     seconds = time.perf_counter() - started

@@ -19,4 +19,5 @@ def parallel_map(function: Callable, tasks: Iterable, workers: int | None = None
     bar = {"desc": desc, "unit": unit, "disable": not progress}
     if workers > 1 and len(tasks) >= min_tasks:
         return process_map(function, tasks, max_workers=workers, chunksize=chunksize, **bar)
-    return [function(task) for task in tqdm(tasks, **bar)]
+    with tqdm(tasks, **bar) as tasks:
+        return [function(task) for task in tasks]

@@ -27,14 +27,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from . import QUALITY_DEFECTIVE
-from .errors import ItemError, PrepareError
+from .errors import ItemError, OutputError, PrepareError, output_error
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, is_within
 from .geometry import Geometry, pick_scale
 from .limits import DEFAULT_MAX_MEGAPIXELS
 from .masks import MIN_COVERAGE, defect_measures, prepared_mask, rle_json
 from .parallel import parallel_map
 from .photos import model_input_image, open_photo, png_bytes
-from .prepared import MANIFEST, SUMMARY
+from .prepared import INCOMPLETE, MANIFEST, SUMMARY
 from .sources import FORMATS, Item, discover, scan_source
 
 MANIFEST_FIELDS = ["stem", "source_image", "label_file", "quality", "width", "height",
@@ -87,6 +87,8 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
                            png_bytes(Image.fromarray(mask_out, mode="L")))
     except ItemError as exc:
         return {"error": str(exc)}
+    except OutputError:        # the disk, not the photo: stop the run, skip nothing
+        raise
     except Exception as exc:  # noqa: BLE001 - one strange file must not stop the run
         return {"error": f"unexpected {type(exc).__name__}: {exc}"}
 
@@ -109,8 +111,21 @@ def prepare_item(item: Item, settings: Settings, out: str) -> dict:
     return {"row": row, "annotations": annotations, "warnings": item.warnings}
 
 
+_FAILED_WRITE: list = []   # in a worker process, the write that failed: its later tasks fail at once
+
+
 def _prepare_task(task):
-    return prepare_item(*task)
+    """:func:`prepare_item` in a worker: once a write has failed there, the photos still queued
+    fail without being decoded (the pool runs what was queued before the error reaches prepare)."""
+    import multiprocessing
+    if _FAILED_WRITE:
+        raise _FAILED_WRITE[0]
+    try:
+        return prepare_item(*task)
+    except OutputError as exc:
+        if multiprocessing.parent_process() is not None:
+            _FAILED_WRITE.append(exc)
+        raise
 
 
 def assign_splits(rows: list[dict], fractions=(0.8, 0.1, 0.1), seed: int = 0) -> None:
@@ -237,17 +252,15 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     if not scan.images and not scan.jsons:
         raise PrepareError(f"SOURCE {source} contains no images or labels")
     detected, scan, items, skipped = discover(source, fmt, scan)
-    estimate = None
-    if size is None and scale == "auto":
-        estimate = estimate_scale(items)
-        scale = estimate["scale"]
-    geometry = Geometry(scale=None if size else float(scale), max_side=None if size else max_side,
-                        size=int(size) if size else None, fit=fit)
+    geometry, estimate = _geometry(items, scale, max_side, size, fit)
     settings = Settings(geometry=geometry, max_megapixels=max_megapixels)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, out) from None
     _, new_state, todo = _plan(items, settings, out)
     workers = max(1, workers or os.cpu_count() or 1)
-    _run(todo, settings, out, workers, progress, new_state, skipped)
+    _run_marked(todo, settings, out, workers, progress, new_state, skipped)
     rows = [dict(new_state[item.stem]["row"]) for item in items if item.stem in new_state]
     if not rows:
         reasons = Counter(s["reason"].split(":")[0] for s in skipped).most_common(3)
@@ -272,7 +285,39 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
         "workers": workers,
     }
     atomic_write_json(out / SUMMARY, summary)
+    (out / INCOMPLETE).unlink(missing_ok=True)
     return summary
+
+
+def _geometry(items: list[Item], scale, max_side, size, fit) -> tuple[Geometry, dict | None]:
+    """The working geometry asked for, and the automatic scale's estimate when it chose it."""
+    estimate = None
+    if size is None and scale == "auto":
+        estimate = estimate_scale(items)
+        scale = estimate["scale"]
+    return Geometry(scale=None if size else float(scale), max_side=None if size else max_side,
+                    size=int(size) if size else None, fit=fit), estimate
+
+
+def _run_marked(todo: list, settings: Settings, out: Path, workers: int, progress: bool,
+                new_state: dict, skipped: list) -> None:
+    """:func:`_run`, with the folder marked incomplete until the manifest is written: a run
+    stopped by a full disk or a kill is never read as a finished set (the next run finishes
+    the job). A full disk says what the photos left would need."""
+    atomic_write_text(out / INCOMPLETE, "prepare started, not finished\n")
+    try:
+        _run(todo, settings, out, workers, progress, new_state, skipped)
+    except OutputError as exc:
+        raise exc.needing(_bytes_left(out, new_state, todo)) if exc.free is not None else exc from None
+
+
+def _bytes_left(out: Path, state: dict, todo: list) -> int:
+    """What the photos not yet prepared will take, at the average size of those written."""
+    sizes = [path.stat().st_size for folder in ("images", "masks") if (out / folder).is_dir()
+             for path in (out / folder).glob("*.png")]
+    left = sum(1 for item, _ in todo if item.stem not in state)
+    per_photo = 2 * float(np.mean(sizes)) if sizes else 0.0
+    return int(per_photo * max(left, 1))
 
 
 def length_weighted_percentile(widths, lengths, share: float) -> float:

@@ -22,11 +22,15 @@ from .names import SPLITS
 
 MANIFEST = "manifest.csv"
 SUMMARY = "preparation.json"   # the settings and counts of the last `prepare`
+INCOMPLETE = ".prepare_incomplete"   # there while a `prepare` runs, or after one that stopped
 
 
 def read_manifest(folder: Path) -> list[dict]:
     """Rows of ``manifest.csv`` with their numbers parsed."""
     path = Path(folder) / MANIFEST
+    if (Path(folder) / INCOMPLETE).is_file():
+        raise FileNotFoundError(f"{folder} is not fully prepared: a `prepare` into it stopped before it "
+                                f"finished (or is running); run `python -m scratch_utils prepare` again to finish it")
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a prepared folder (no {MANIFEST}): "
                                 f"run `python -m scratch_utils prepare` first")

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from .evaluation import SplitPredictions, pixel_scores, save_predictions
+from .errors import output_error
 from .files import atomic_write_json
 from .losses import get_loss
 from .predict import probability_map
@@ -100,8 +101,12 @@ class WholePhotoValidation(keras.callbacks.Callback):
     def _keep(self, epoch: int, value: float) -> None:
         if self.checkpoint is not None:   # written whole, then renamed: a kill leaves the last one
             partial = self.checkpoint.with_name(f"{self.checkpoint.stem}.partial.keras")
-            self.model.save(partial)
-            os.replace(partial, self.checkpoint)
+            try:
+                self.model.save(partial)
+                os.replace(partial, self.checkpoint)
+            except OSError as exc:   # weights and Adam's two moments, 4 bytes each: what a save needs
+                partial.unlink(missing_ok=True)
+                raise output_error(exc, self.checkpoint, 12 * self.model.count_params()) from None
         if self.keep_best is not None:    # what a resumed run needs of this epoch
             save_predictions(self.best, self.keep_best)
             atomic_write_json(self.keep_best.with_suffix(".json"), {"epoch": epoch, "val_loss": value})
