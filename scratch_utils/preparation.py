@@ -128,15 +128,51 @@ def _prepare_task(task):
         raise
 
 
-def assign_splits(rows: list[dict], fractions=(0.8, 0.1, 0.1), seed: int = 0) -> None:
-    """Deterministic split stratified by quality, written into each row's ``split``.
+# Folder names that fix a photo's split (AIHub ships Training/ and Validation/ folders).
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
 
-    Each stratum is ordered by a hash of (seed, stem), so a photo keeps its split when
-    others are added; with 3 or more photos in a stratum, val and test get at least one.
+
+def folder_split(row: dict) -> str | None:
+    """The split a photo's folder names (``train/``, ``Validation/``, ``test/`` ... anywhere in
+    its path under SOURCE), or None."""
+    for part in Path(row.get("source_image", "")).parts[:-1]:
+        if part.lower() in SPLIT_FOLDERS:
+            return SPLIT_FOLDERS[part.lower()]
+    return None
+
+
+def assign_splits(rows: list[dict], fractions=(0.8, 0.1, 0.1), seed: int = 0) -> str:
+    """Write each row's ``split``; returns how: ``"folders"`` or ``"hash"``.
+
+    When SOURCE keeps its photos in split folders (:data:`SPLIT_FOLDERS`), those decide, and a
+    split no folder names is carved from the training folders' photos by the rule below. Else
+    the split is deterministic and stratified by quality: each stratum is ordered by a hash of
+    (seed, stem), so a photo keeps its split when others are added; with 3 or more photos in a
+    stratum, val and test get at least one.
     """
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"split fractions must be three non-negative shares summing to 1, "
                          f"got {fractions}")
+    named = [folder_split(row) for row in rows]
+    if not any(named):
+        _hash_split(rows, fractions, seed)
+        return "hash"
+    if not all(named):
+        stray = next(row for row, split in zip(rows, named) if not split)
+        raise PrepareError(f"{stray['source_image']} is in no split folder while other photos are "
+                           f"(train/, val/, test/): put every photo in one, or none")
+    for row, split in zip(rows, named):
+        row["split"] = split
+    missing = [k for k, name in enumerate(("train", "val", "test")) if name not in named and fractions[k] > 0]
+    if missing:   # carve the splits no folder names out of the training folders
+        share = [fractions[0]] + [fractions[k] if k in missing else 0.0 for k in (1, 2)]
+        training = [row for row in rows if row["split"] == "train"]
+        _hash_split(training, tuple(v / sum(share) for v in share), seed)
+    return "folders"
+
+
+def _hash_split(rows: list[dict], fractions, seed: int) -> None:
     strata = defaultdict(list)
     for row in rows:
         strata[row["quality"]].append(row)
@@ -266,14 +302,15 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
         reasons = Counter(s["reason"].split(":")[0] for s in skipped).most_common(3)
         raise PrepareError(f"nothing in {source} could be prepared ({len(skipped)} files skipped; "
                            f"most common: {'; '.join(r for r, _ in reasons) or 'none found'})")
-    assign_splits(rows, split, seed)
+    split_rule = assign_splits(rows, split, seed)
     _write_outputs(out, rows, new_state, source)
     atomic_write_json(out / STATE_FILE, new_state, indent=None)
     seconds = time.perf_counter() - started
     summary = {
         "source": str(source), "out": str(out.resolve()), "format": detected,
         "settings": geometry.as_dict() | {"min_coverage": settings.min_coverage,
-                                          "split": list(split), "seed": seed,
+                                          "split": list(split) if split_rule == "hash" else "folders",
+                                          "seed": seed,
                                           "max_megapixels": max_megapixels,
                                           "scale_estimate": estimate},
         "counts": _counts(scan, items, todo, new_state, rows, skipped),

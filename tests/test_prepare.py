@@ -104,6 +104,40 @@ def test_splits_are_deterministic_stratified_and_stable():
     assert sorted(r["split"] for r in tiny) == ["test", "train", "val"]
 
 
+def split_folder_source(root: Path, folders, count: int = 6) -> Path:
+    """An AIHub tree with ``count`` parts (half defective, half good) in each of ``folders``."""
+    for folder in folders:
+        for k in range(count):
+            name = f"{folder.lower()}_{k}.jpg"
+            write_photo(root / folder / "data" / name)
+            annotations = ([defect([20, 20, 120, 30, 120, 40, 20, 34])] if k < count // 2 else
+                           [defect([0, 0, 319, 0, 319, 179, 0, 179], quality="양품")])
+            write_aihub_label(root / folder / "label" / f"{folder.lower()}_{k}.json", name, 320, 180, annotations)
+    return root
+
+
+def test_split_folders_decide_the_split(tmp_path):
+    """Photos kept in train/, val/ and test/ folders (the default set's held-out parts) keep
+    that split; AIHub's Training/ + Validation/ get a test split carved from the training parts."""
+    from scratch_utils.prepared import Prepared
+    source = split_folder_source(tmp_path / "three", ("train", "val", "test"))
+    summary = run(source, tmp_path / "out3")
+    assert summary["settings"]["split"] == "folders"
+    rows = Prepared.open(tmp_path / "out3").rows
+    assert all(row["split"] == row["stem"].split("_")[0] for row in rows)
+    aihub = split_folder_source(tmp_path / "aihub", ("Training", "Validation"))
+    rows = Prepared.open(run(aihub, tmp_path / "out2")["out"]).rows
+    assert {r["split"] for r in rows if r["stem"].startswith("validation")} == {"val"}
+    carved = [r["split"] for r in rows if r["stem"].startswith("training")]
+    assert "test" in carved and "train" in carved and "val" not in carved
+
+
+def test_photos_half_in_split_folders_are_refused_with_the_photo_named(tmp_path):
+    source = split_folder_source(tmp_path / "mixed", ("train", "extra"))
+    with pytest.raises(PrepareError, match=r"extra/data/extra_0.jpg is in no split folder"):
+        prepare(source, tmp_path / "out", progress=False)
+
+
 def test_rerun_skips_up_to_date_and_redoes_changed(aihub_source, tmp_path):
     out = tmp_path / "out"
     run(aihub_source, out)
