@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.preparation import prepare  # noqa: E402
-from scratch_utils.profiles import data_root, get_profile, profile_dir  # noqa: E402
+from scratch_utils.profiles import data_root, get_profile  # noqa: E402
 from scratch_utils.runs import load_run_config, read_history, read_metrics  # noqa: E402
 from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
 
@@ -131,12 +131,8 @@ def markdown_table(result: dict) -> str:
 def source_of(set_arg: str) -> tuple[str, Path]:
     """``NAME=FOLDER`` for photos of your own, or ``default`` for the synthetic default set."""
     if set_arg == "default":
-        from scratch_utils import synthetic
-        profile = get_profile("default")
-        source = profile_dir(profile) / "synthetic"
-        synthetic.generate(source, count=profile.synth_count, seed=0, width=profile.synth_width,
-                           height=profile.synth_height, progress=False)
-        return "default", source
+        from scratch_utils.dataset import synthetic_source
+        return "default", synthetic_source(get_profile("default"), progress=False)
     name, _, folder = set_arg.partition("=")
     return name, Path(folder).expanduser().resolve()
 

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         for name in MODEL_NAMES:
             run = Path(tmp) / name
             run.mkdir()
-            model = build_model(name, None, profile.base_filters)
+            model = build_model(name, None, profile.training.base_filters)
             model.save(run / "model.keras")
             write_config(run, {"model": name, "geometry": Geometry(scale=args.scale).as_dict()})
             save_operating_point(run, OperatingPoint(mask_threshold=0.5, decision_threshold=0.5, min_region=1))

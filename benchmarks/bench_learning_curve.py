@@ -29,9 +29,10 @@ from scratch_utils.compare import detection_curve  # noqa: E402
 from scratch_utils.evaluation import run_predictions  # noqa: E402
 from scratch_utils.figures import write_figure  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
-from scratch_utils.profiles import ensure_prepared, get_profile, profile_dir  # noqa: E402
+from scratch_utils.dataset import ensure_prepared  # noqa: E402
+from scratch_utils.profiles import get_profile, profile_dir  # noqa: E402
 from scratch_utils.runs import load_run_config, read_metrics  # noqa: E402
-from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
+from scratch_utils.train import train_or_reuse  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = {"working scale, tiles": None, "128-px squash": "square"}
@@ -46,9 +47,8 @@ def false_alarms_at(run: Path, target: float = 0.95) -> float:
 def point(profile, path: str, multiple: float, seed: int, runs: Path) -> dict:
     square = profile.square_size if PATHS[path] == "square" else None
     prepared = ensure_prepared(profile, progress=False, square=square)
-    training = profile.training("unet")
-    epochs = max(1, round(training["epochs"] * multiple))
-    config = TrainConfig(model="unet", loss="bce_dice", **{**training, "epochs": epochs, "seed": seed})
+    epochs = max(1, round(profile.training.epochs * multiple))
+    config = profile.train_config("unet", epochs=epochs, seed=seed)
     name = f"{'square' if square else 'scaled'}-x{multiple:g}-s{seed}"
     run = train_or_reuse(prepared, runs / name, config, verbose=0)
     metrics, extra = read_metrics(run), load_run_config(run)["extra"]

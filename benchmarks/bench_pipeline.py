@@ -28,7 +28,8 @@ from PIL import Image  # noqa: E402
 from scratch_utils.augment import AugmentConfig, JointAugment  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.pipeline import make_tile_dataset, sample_tiles  # noqa: E402
-from scratch_utils.profiles import ensure_prepared, get_profile  # noqa: E402
+from scratch_utils.dataset import ensure_prepared  # noqa: E402
+from scratch_utils.profiles import get_profile  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -26,7 +26,8 @@ from scratch_utils.augment import AugmentConfig  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.models import build_model  # noqa: E402
 from scratch_utils.pipeline import make_tile_dataset  # noqa: E402
-from scratch_utils.profiles import ensure_prepared, get_profile  # noqa: E402
+from scratch_utils.dataset import ensure_prepared  # noqa: E402
+from scratch_utils.profiles import get_profile  # noqa: E402
 from scratch_utils.train import PRECISIONS, _strategy_and_precision, compile_model  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "precision.json"
@@ -39,10 +40,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="training steps per round")
     args = parser.parse_args(argv)
     profile = get_profile("default")
-    training = profile.training("unet")
-    batch, tile = training["batch_size"], training["tile_size"]
+    training = profile.train_config("unet")
+    batch, tile = training.batch_size, training.tile_size
     prepared = ensure_prepared(profile, progress=False)
-    tiles = make_tile_dataset(prepared, tile, training["defect_share"], batch, AugmentConfig.tiles(), seed=0)
+    tiles = make_tile_dataset(prepared, tile, training.defect_share, batch, AugmentConfig.tiles(), seed=0)
     held = list(tiles.take(args.steps))
     x = np.concatenate([b[0].numpy() for b in held])
     y = np.concatenate([b[1].numpy() for b in held])
@@ -50,8 +51,8 @@ def main(argv=None) -> int:
     models = {}
     for precision in PRECISIONS:
         _strategy_and_precision(precision)
-        model = build_model("unet", None, training["base_filters"])
-        models[precision] = compile_model(model, "bce_dice", training["learning_rate"], 10_000)
+        model = build_model("unet", None, training.base_filters)
+        models[precision] = compile_model(model, "bce_dice", training.learning_rate, 10_000)
         keras.mixed_precision.set_global_policy("float32")
         models[precision].fit(x[:3 * batch], y[:3 * batch], batch_size=batch, epochs=1, verbose=0)  # trace once
 

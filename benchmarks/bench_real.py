@@ -34,7 +34,7 @@ from scratch_utils.files import atomic_write_json, list_images  # noqa: E402
 from scratch_utils.preparation import prepare  # noqa: E402
 from scratch_utils.profiles import data_root, get_profile  # noqa: E402
 from scratch_utils.runs import load_run_config, read_metrics  # noqa: E402
-from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
+from scratch_utils.train import train_or_reuse  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PATHS = ("working scale", "128-px squash")
@@ -75,7 +75,7 @@ def false_alarms_at(run: Path, split: str, target: float = 0.95) -> float:
 
 
 def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs: Path, profile) -> dict:
-    config = TrainConfig(model="unet", loss="bce_dice", **{**profile.training("unet"), "seed": seed})
+    config = profile.train_config("unet", seed=seed)
     started = time.perf_counter()
     run = train_or_reuse(folder, runs / f"{'square' if path != PATHS[0] else 'scaled'}-s{seed}", config, verbose=0)
     metrics, extra = read_metrics(run), load_run_config(run)["extra"]
@@ -145,7 +145,7 @@ def main() -> None:
     rows = [r for r in previous["runs"] if (r["masks"], r["path"], r["seed"]) not in done] + rows
     rows.sort(key=lambda r: (MASK_VERSIONS.index(r["masks"]), PATHS.index(r["path"]), r["seed"]))
     result = {"benchmark": "real photos", "folder": name, "profile": profile.name,
-              "recipe": profile.training("unet"), "scored_on": "the folder's own test split, photo resolution",
+              "recipe": profile.train_config("unet").identity(), "scored_on": "the folder's own test split, photo resolution",
               "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
     atomic_write_json(out, result)
     print(markdown_table(result))

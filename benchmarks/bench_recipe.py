@@ -28,7 +28,8 @@ from scratch_utils.compare import detection_curve  # noqa: E402
 from scratch_utils.evaluation import run_predictions  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.preparation import prepare  # noqa: E402
-from scratch_utils.profiles import data_root, ensure_prepared, get_profile  # noqa: E402
+from scratch_utils.dataset import ensure_prepared  # noqa: E402
+from scratch_utils.profiles import data_root, get_profile  # noqa: E402
 from scratch_utils.runs import load_run_config, read_metrics  # noqa: E402
 from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
 

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from scratch_utils.augment import AugmentConfig  # noqa: E402
-from scratch_utils.profiles import ensure_prepared  # noqa: E402
+from scratch_utils.dataset import ensure_prepared  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.models import build_model  # noqa: E402
 from scratch_utils.pipeline import make_tile_dataset  # noqa: E402
@@ -41,15 +41,15 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="training steps per round")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
-    training = profile.training(args.model)
-    batch, tile = training["batch_size"], training["tile_size"]
+    training = profile.train_config(args.model)
+    batch, tile = training.batch_size, training.tile_size
     prepared = ensure_prepared(profile, progress=False)
 
     def fresh_model():
-        model = build_model(args.model, None, training["base_filters"])
-        return compile_model(model, "bce_dice", training["learning_rate"], 10_000)
+        model = build_model(args.model, None, training.base_filters)
+        return compile_model(model, "bce_dice", training.learning_rate, 10_000)
 
-    tiles = make_tile_dataset(prepared, tile, training["defect_share"], batch, AugmentConfig.tiles(), seed=0)
+    tiles = make_tile_dataset(prepared, tile, training.defect_share, batch, AugmentConfig.tiles(), seed=0)
     held = [batch_pair for batch_pair in tiles.take(args.steps)]
     x = np.concatenate([b[0].numpy() for b in held])
     y = np.concatenate([b[1].numpy() for b in held])

@@ -54,17 +54,12 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
-    from dataclasses import fields
-
     from .profiles import get_profile
-    from .train import TrainConfig, train
+    from .train import train
     weights = None if args.encoder_weights in (None, "none") else args.encoder_weights
-    defaults = get_profile(args.profile).training(args.model, weights)  # incl. the VGG warm-up rule
-    values = {**defaults, **{k: v for k, v in vars(args).items()
-                             if k in {f.name for f in fields(TrainConfig)} and v is not None}}
-    if values.get("encoder_weights") == "none":
-        values["encoder_weights"] = None
-    run = train(args.data, args.out, TrainConfig(**values), overwrite=args.overwrite)
+    given = {name: getattr(args, name) for name, _, _ in TRAIN_FLAGS if getattr(args, name) is not None}
+    config = get_profile(args.profile).train_config(args.model, weights, **given)   # incl. the VGG warm-up rule
+    run = train(args.data, args.out, config, overwrite=args.overwrite)
     from .runs import read_metrics
     metrics = read_metrics(run)
     test = metrics["test"]
@@ -188,31 +183,43 @@ def _data_commands(commands) -> None:
     prep.set_defaults(run=_prepare)
 
 
-def _training_commands(commands) -> None:
-    """The train, evaluate commands."""
+# train's flags for TrainConfig fields: (field, type, help); their defaults are the profile's.
+TRAIN_FLAGS = (
+    ("epochs", int, "epochs"),
+    ("batch_size", int, "tiles per batch"),
+    ("base_filters", int, "filters of the first block (the U-Net doubles them at each level)"),
+    ("loss", str, "training loss"),
+    ("learning_rate", float, "Adam's learning rate, before cosine decay"),
+    ("freeze_encoder_epochs", int, "vgg16_unet: epochs with a frozen encoder first"),
+    ("tile_size", int, "training crop side (multiple of 16)"),
+    ("defect_share", float, "share of training tiles centred on a defect"),
+    ("tiles_per_epoch", int, "training tiles per epoch (0: one per training photo)"),
+    ("early_stopping", int, "patience in validated epochs (0: off)"),
+    ("validate_every", int, "score the validation photos every n epochs and after the last"),
+    ("seed", int, "random seed"),
+)
+
+
+def _training_commands(commands, profile) -> None:
+    """The train, evaluate commands (train's defaults are ``profile``'s)."""
     tr = commands.add_parser("train", help="train a model on a prepared folder -> run folder")
     tr.add_argument("--data", required=True, help="prepared folder (python -m scratch_utils prepare)")
     tr.add_argument("--model", default="unet", choices=MODEL_NAMES)
     tr.add_argument("--out", required=True, help="run folder to create")
     tr.add_argument("--profile", default=None, choices=PROFILE_NAMES,
-                    help="defaults for epochs, filters, batch size (default: $SCRATCH_PROFILE or default)")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", dest="batch_size", type=int)
-    tr.add_argument("--base-filters", dest="base_filters", type=int)
-    tr.add_argument("--loss", choices=LOSS_NAMES)
-    tr.add_argument("--learning-rate", dest="learning_rate", type=float)
-    tr.add_argument("--encoder-weights", dest="encoder_weights", choices=ENCODER_WEIGHTS)
-    tr.add_argument("--freeze-encoder-epochs", dest="freeze_encoder_epochs", type=int)
-    tr.add_argument("--tile-size", dest="tile_size", type=int, help="training crop side (multiple of 16)")
-    tr.add_argument("--defect-share", dest="defect_share", type=float,
-                    help="share of training tiles centred on a defect (default 0.5)")
-    tr.add_argument("--tiles-per-epoch", dest="tiles_per_epoch", type=int,
-                    help="default: the profile's (0: one per training photo)")
-    tr.add_argument("--early-stopping", dest="early_stopping", type=int, help="patience in validated epochs")
-    tr.add_argument("--validate-every", dest="validate_every", type=int,
-                    help="score the validation photos every n epochs and after the last (default: the profile's)")
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--deterministic", action="store_true", default=None)
+                    help=f"the recipe every other setting defaults to (default: $SCRATCH_PROFILE or default; "
+                         f"the defaults below are the {profile.name} profile's)")
+    defaults, vgg = profile.train_config("unet"), profile.train_config("vgg16_unet", "hed")
+    for name, kind, text in TRAIN_FLAGS:
+        value, vgg_value = getattr(defaults, name), getattr(vgg, name)
+        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                        choices=LOSS_NAMES if name == "loss" else None,
+                        help=f"{text} (default: {value}" + (f"; {vgg_value} for a pretrained vgg16_unet"
+                                                             if vgg_value != value else "") + ")")
+    tr.add_argument("--encoder-weights", dest="encoder_weights", choices=ENCODER_WEIGHTS,
+                    help="vgg16_unet's pretrained encoder (default: none)")
+    tr.add_argument("--deterministic", action="store_true", default=None,
+                    help="TensorFlow's deterministic ops (slower)")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     tr.set_defaults(run=_train)
 
@@ -261,12 +268,20 @@ def _course_commands(commands) -> None:
     report.set_defaults(run=_report)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; ``train``'s help shows the defaults of the profile ``argv`` names (else
+    ``$SCRATCH_PROFILE``, else default)."""
+    from .profiles import get_profile
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--profile", default=None, choices=PROFILE_NAMES)
+    profile = get_profile(early.parse_known_args(argv)[0].profile)
     parser = argparse.ArgumentParser(prog="python -m scratch_utils",
                                      description="Car-paint scratch segmentation course tools.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_data_commands, _training_commands, _use_commands, _course_commands):
-        add(commands)
+    _data_commands(commands)
+    _training_commands(commands, profile)
+    _use_commands(commands)
+    _course_commands(commands)
     return parser
 
 
@@ -280,7 +295,7 @@ def _error(exc: Exception, code: int) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     from .errors import OutputError, PrepareError, WeightsUnavailable, output_error
     try:
         return args.run(args)

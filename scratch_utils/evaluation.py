@@ -7,7 +7,7 @@ A split is predicted once, whole photo by whole photo, at model resolution
 (:func:`predict_split`, the same :func:`scratch_utils.predict.probability_map` as the app).
 Each probability map is then resized to its photo's own size and compared with the mask
 rasterised from the label polygons at source resolution
-(:attr:`scratch_utils.prepared.Prepared.truths`), never with the resized training masks: those
+(:attr:`scratch_utils.dataset.Prepared.truths`), never with the resized training masks: those
 are dilated so thin scratches survive resizing, and scoring against them flatters a model.
 
 One sweep over the threshold grid gives, per photo and threshold, the true/false positive
@@ -31,7 +31,7 @@ from .metrics import (REGION_MEASURES, auroc, bootstrap_interval, called_defecti
                       detection_rates, region_sizes, scores_from_counts, tolerance_counts,
                       tolerance_from_counts)
 from .predict import probability_map, resize_probability
-from .prepared import Prepared
+from .dataset import Prepared
 from .runs import OperatingPoint, load_operating_point, load_run_config, load_run_model
 
 # Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.

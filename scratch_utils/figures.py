@@ -36,7 +36,7 @@ def save_figure(fig, name: str, profile=None, dpi: int = 110) -> None:
 
 def show_preparation(rows: list[dict], prepared, title: str = ""):
     """Per part: the source photo with its label polygons, the prepared pair, the overlay
-    (``prepared``: a :class:`scratch_utils.prepared.Prepared`)."""
+    (``prepared``: a :class:`scratch_utils.dataset.Prepared`)."""
     fig, axes = plt.subplots(len(rows), 4, figsize=(13, 2.6 * len(rows)), squeeze=False,
                              gridspec_kw={"width_ratios": [1.8, 1, 1, 1]})
     for row, ax in zip(rows, axes):

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from .augment import AugmentConfig, JointAugment
-from .prepared import Prepared
+from .dataset import Prepared
 
 
 def _to_unit(images, masks):

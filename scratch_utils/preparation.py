@@ -5,7 +5,7 @@ Output contract (``DIR``): ``images/<stem>.png`` (RGB), ``masks/<stem>.png`` (L,
 the working geometry (:mod:`scratch_utils.geometry`: a scale of the photo's own resolution by
 default, chosen so the narrowest defect stays a pixel wide; the 128-px square on request),
 ``coco.json`` (defect polygons at source resolution), ``manifest.csv`` and ``preparation.json`` (settings, counts, skipped files); read them back with
-:class:`scratch_utils.prepared.Prepared`.
+:class:`scratch_utils.dataset.Prepared`.
 
 Nothing under SOURCE is ever written, moved or deleted; outputs are written atomically;
 a re-run only prepares what is new or changed.
@@ -34,7 +34,7 @@ from .limits import DEFAULT_MAX_MEGAPIXELS
 from .masks import MIN_COVERAGE, defect_measures, prepared_mask, rle_json
 from .parallel import parallel_map
 from .photos import model_input_image, open_photo, png_bytes
-from .prepared import INCOMPLETE, MANIFEST, SUMMARY
+from .dataset import INCOMPLETE, MANIFEST, SUMMARY
 from .sources import FORMATS, Item, discover, scan_source
 
 MANIFEST_FIELDS = ["stem", "source_image", "label_file", "quality", "width", "height",

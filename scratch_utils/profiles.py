@@ -1,76 +1,126 @@
-"""Run profiles, the folders each one writes to, and the course's default dataset.
+"""The settings: every training setting in one place (:class:`TrainConfig`), the three run
+profiles built from it, and the folders each profile writes to.
 
-``smoke`` keeps every notebook to seconds (tests), ``default`` is the committed CPU
-run, ``full`` uses the earlier projects' settings (GPU / Colab). The profile comes from the
-``SCRATCH_PROFILE`` environment variable so that one notebook serves all three.
+``smoke`` keeps every notebook to seconds (tests), ``default`` is the committed CPU run, ``full``
+uses the earlier projects' settings (GPU / Colab). The profile comes from the ``SCRATCH_PROFILE``
+environment variable, so that one notebook serves all three. Light to import (the CLI reads its
+defaults from here without loading TensorFlow).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 PROFILE_NAMES = ("smoke", "default", "full")
 
 
 @dataclass(frozen=True)
-class Profile:
-    name: str
-    synth_count: int       # synthetic parts generated
-    synth_width: int
-    synth_height: int
-    figures_are_published: bool  # write into the repo's figures/ (never for smoke)
-    square_size: int = 128         # the 128-px squash, kept as the comparison's baseline
-    epochs: int = 12               # training defaults for notebooks 03-05 and `train`
-    base_filters: int = 16
-    batch_size: int = 8
+class TrainConfig:
+    """How one model is trained. The defaults are the default profile's recipe, chosen on
+    validation (``docs/recipe.md``); every field is part of what a run is, so a run trained with
+    other values is another run (:meth:`identity`)."""
+    model: str = "unet"
+    loss: str = "bce_dice"
+    epochs: int = 8
+    batch_size: int = 4
+    base_filters: int = 8
+    depth: int = 4
+    upsampling: str = "transpose"
     learning_rate: float = 2e-3
-    tile_size: int = 128           # training crops at the working scale
-    tiles_per_epoch: int = 0       # 0: one per training photo
-    defect_share: float = 0.9     # the recipe: most tiles centred on a defect (docs/recipe.md)
-    validate_every: int = 1        # whole-photo validation every n epochs (and after the last)
-    vgg_epochs: int = 0            # 0: as many as the other models
-    vgg_frozen_throughout: bool = False  # CPU: keep the pretrained encoder frozen (a third of the cost)
+    schedule: str = "cosine"               # cosine decay | one_cycle (warm-up, then cosine decay)
+    tile_size: int = 128                   # training crops at the working scale (whole photo if smaller)
+    tiles_per_epoch: int = 1280            # 0: one tile per training photo
+    defect_share: float = 0.9              # share of tiles centred on a defect pixel
+    tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
+    augment: bool = True
+    normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
+    validate_every: int = 4                # score the validation photos every n epochs (and the last)
+    early_stopping: int = 0                # patience in validated epochs; 0 = off
+    encoder_weights: str | None = None     # vgg16_unet only: imagenet | hed | None
+    freeze_encoder_epochs: int = 0         # vgg16_unet: epochs with a frozen encoder first ...
+    fine_tune_lr_factor: float = 0.1       # ... then the encoder trains at learning_rate * this
+    precision: str = "float32"             # float32 | mixed_bfloat16 (CPUs with bf16 units); any GPU: mixed_float16
+    seed: int = 0
+    deterministic: bool = False
 
-    def as_dict(self) -> dict:
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs with a frozen encoder first: only the VGG16-U-Net has one to freeze."""
+        if self.model != "vgg16_unet":
+            return 0
+        return min(self.freeze_encoder_epochs, self.epochs)
+
+    def identity(self) -> dict:
+        """What defines the run: every field."""
         return asdict(self)
 
-    def training(self, model: str = "unet", encoder_weights: str | None = None) -> dict:
-        """TrainConfig fields this profile sets for ``model``, the VGG16 warm-up rule included:
-        a pretrained encoder is frozen for the first fifth of the epochs (or throughout on
-        the CPU profile), a random one is never frozen."""
-        values = {"epochs": self.epochs, "base_filters": self.base_filters,
-                  "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                  "tile_size": self.tile_size, "tiles_per_epoch": self.tiles_per_epoch,
-                  "defect_share": self.defect_share, "validate_every": self.validate_every}
+    def but(self, **changes) -> "TrainConfig":
+        """This config with ``changes`` (a clear error for a field that does not exist)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"TrainConfig has no setting {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from a run's ``config.json`` (which also holds what the run measured)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass(frozen=True)
+class SyntheticSplit:
+    """One split of the course's synthetic set: ``count`` parts of seed ``seed``, about
+    ``good_fraction`` of them good."""
+    count: int
+    seed: int
+    good_fraction: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    photo_size: tuple[int, int]            # synthetic photos, (width, height)
+    synthetic: dict                        # split -> SyntheticSplit: generated apart, so val and test
+    published: bool                        # write into the repo's figures/ and results/ (never smoke)
+    training: TrainConfig = TrainConfig()  # every model's recipe ...
+    vgg16: dict = field(default_factory=dict)   # ... and what the VGG16-U-Net changes in it
+    square_size: int = 128                 # the 128-px squash, kept as the comparison's baseline
+
+    def train_config(self, model: str = "unet", encoder_weights: str | None = None, **changes) -> TrainConfig:
+        """The profile's recipe for ``model``, with ``changes``. A pretrained VGG16 encoder is
+        frozen for the first fifth of the epochs (throughout where ``vgg16`` says so: the CPU
+        profile); a random one is never frozen."""
+        config = self.training.but(model=model)
         if model == "vgg16_unet":
-            epochs = self.vgg_epochs or self.epochs
-            frozen = 0
-            if encoder_weights:
-                frozen = epochs if self.vgg_frozen_throughout else max(1, epochs // 5)
-            values.update(epochs=epochs, encoder_weights=encoder_weights,
-                          freeze_encoder_epochs=frozen)
-        return values
+            vgg = dict(self.vgg16)
+            frozen_throughout = vgg.pop("frozen_throughout", False)
+            config = config.but(**vgg, encoder_weights=encoder_weights)
+            frozen = (config.epochs if frozen_throughout else max(1, config.epochs // 5)) if encoder_weights else 0
+            config = config.but(freeze_encoder_epochs=frozen)
+        return config.but(**changes)
 
 
 PROFILES = {
-    "smoke": Profile("smoke", synth_count=30, synth_width=640, synth_height=360,
-                     figures_are_published=False, square_size=64, epochs=1, base_filters=4,
-                     tile_size=64, tiles_per_epoch=32),
-    # The recipe chosen by benchmarks/bench_recipe.py on validation (docs/recipe.md): 90% of the
-    # tiles centred on a defect, 8 epochs of 1,280 128-px tiles (10,240 samples, 4 times the
-    # earlier budget: the learning curve still rose there) in batches of 4, 8 base filters,
-    # validation photos scored at epochs 4 and 8. Sized for `make report` in under 45 minutes on
-    # a 2-core CPU; the VGG16 encoder stays frozen and sees a quarter of the samples (its
-    # predictions take about 14 times a U-Net's).
-    "default": Profile("default", synth_count=600, synth_width=1280, synth_height=720,
-                       figures_are_published=True, epochs=8, base_filters=8, batch_size=4,
-                       tiles_per_epoch=1280, validate_every=4,
-                       vgg_epochs=2, vgg_frozen_throughout=True),
+    "smoke": Profile("smoke", (640, 360), {"train": SyntheticSplit(24, 0, 0.4), "val": SyntheticSplit(8, 1, 0.5),
+                                           "test": SyntheticSplit(8, 2, 0.5)},
+                     published=False, square_size=64,
+                     training=TrainConfig(epochs=1, base_filters=4, batch_size=8, tile_size=64, tiles_per_epoch=32,
+                                          validate_every=1)),
+    # The recipe of TrainConfig (docs/recipe.md) at 10,240 training tiles, sized for `make report` on
+    # a 2-core CPU; the VGG16 encoder stays frozen and sees a quarter of the samples (its predictions
+    # take about 14 times a U-Net's). Validation and test parts are generated apart from the
+    # training parts, with enough good parts that 5% of them is 8 and 15 parts.
+    "default": Profile("default", (1280, 720), {"train": SyntheticSplit(600, 0, 0.4),
+                                                "val": SyntheticSplit(270, 1, 0.62),
+                                                "test": SyntheticSplit(425, 2, 0.74)},
+                       published=True, vgg16={"epochs": 2, "frozen_throughout": True}),
     # The earlier projects' model sizes for a GPU or Colab: 64 base filters, 30 epochs, 256-px tiles.
-    "full": Profile("full", synth_count=2000, synth_width=1280, synth_height=720,
-                    figures_are_published=True, epochs=30, base_filters=64, learning_rate=1e-3,
-                    tile_size=256, tiles_per_epoch=0),
+    "full": Profile("full", (1280, 720), {"train": SyntheticSplit(2000, 0, 0.4), "val": SyntheticSplit(270, 1, 0.62),
+                                          "test": SyntheticSplit(425, 2, 0.74)},
+                    published=True,
+                    training=TrainConfig(epochs=30, base_filters=64, batch_size=8, learning_rate=1e-3,
+                                         tile_size=256, tiles_per_epoch=0, validate_every=1)),
 }
 
 
@@ -112,7 +162,7 @@ def figures_dir(profile: Profile) -> Path:
     if env:
         return Path(env).expanduser()
     root = repo_root()
-    if profile.figures_are_published and root:
+    if profile.published and root:
         return root / "figures"
     return profile_dir(profile) / "figures"
 
@@ -120,44 +170,6 @@ def figures_dir(profile: Profile) -> Path:
 def results_dir(profile: Profile) -> Path:
     """The repo's ``results/`` for published profiles, a scratch folder for smoke runs."""
     root = repo_root()
-    if profile.figures_are_published and root:
+    if profile.published and root:
         return root / "results"
     return profile_dir(profile) / "results"
-
-# ------------------------------------------------ the course's dataset: yours, or the synthetic one
-
-
-def prepared_folder(profile, source: str | os.PathLike | None = None, square: int | None = None) -> Path:
-    """Where a profile's prepared set lives: ``data/<profile>/prepared-scaled`` (or
-    ``prepared-square128``) for the synthetic set, ``prepared-<folder name>-...`` for yours."""
-    profile = get_profile(profile) if not hasattr(profile, "name") else profile
-    tag = f"square{square}" if square else "scaled"
-    if source is None:
-        return profile_dir(profile) / f"prepared-{tag}"
-    return profile_dir(profile) / f"prepared-{Path(source).expanduser().name}-{tag}"
-
-
-def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
-                    fmt: str = "auto", progress: bool = True, square: int | None = None) -> Path:
-    """The prepared folder every notebook starts from, made if missing or out of date.
-
-    With ``source=None`` the profile's synthetic AIHub-format set is generated first
-    (``data/<profile>/synthetic``); with a folder of your own it is prepared instead, by
-    the same code. The geometry is the automatic working scale, or with ``square=128`` the
-    128-px squash (the baseline). Returns the folder (:func:`prepared_folder`), opened.
-    """
-    from . import synthetic
-    from .preparation import prepare
-    from .prepared import Prepared
-
-    profile = get_profile(profile) if not hasattr(profile, "name") else profile
-    if source is None:
-        source = profile_dir(profile) / "synthetic"
-        synthetic.generate(source, count=profile.synth_count, seed=0,
-                           width=profile.synth_width, height=profile.synth_height,
-                           progress=progress)
-        out = prepared_folder(profile, None, square)
-    else:
-        out = prepared_folder(profile, source, square)
-    prepare(Path(source).expanduser(), out, fmt=fmt, size=square, progress=progress)
-    return Prepared.open(out)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .compare import choose_operating_point, split_scores
 from .evaluation import SplitPredictions, scores, sweep
-from .prepared import Prepared
+from .dataset import Prepared
 
 RIDGE_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0)   # Gaussian scales: lines about 1 to 6 px wide
 RIDGE_SCALE_PERCENTILE = 99.5              # the response mapped to 0.5 (set on validation photos)

@@ -57,6 +57,7 @@ class PartSpec:
     seed: int
     width: int
     height: int
+    good_fraction: float = GOOD_FRACTION
 
     @property
     def stem(self) -> str:
@@ -175,7 +176,7 @@ def render_part(spec: PartSpec) -> tuple[np.ndarray, dict, bool]:
     rng = _rng(spec.seed, spec.index)
     w, h = spec.width, spec.height
     scale = w / 1280.0
-    defective = rng.random() >= GOOD_FRACTION
+    defective = rng.random() >= spec.good_fraction
     image = _paint(rng, w, h)
     image, panel_region = _seam_and_edge(rng, image, w, h, scale)
     _dust(rng, image, w, h, scale)
@@ -340,7 +341,7 @@ def _write_part(args: tuple[PartSpec, str, int]) -> bool:
 
 def generate(out: str | os.PathLike, count: int = 600, seed: int = 0, width: int = 1280,
              height: int = 720, workers: int | None = None, quality: int = 92,
-             progress: bool = True) -> dict:
+             progress: bool = True, good_fraction: float = GOOD_FRACTION) -> dict:
     """Write ``count`` synthetic parts to ``out/images/*.jpg`` and ``out/labels/*.json``.
 
     Existing files are kept (generation is deterministic, so they are the same parts):
@@ -353,7 +354,9 @@ def generate(out: str | os.PathLike, count: int = 600, seed: int = 0, width: int
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    specs = [(PartSpec(i, seed, width, height), str(out), quality) for i in range(count)]
+    if not 0 <= good_fraction <= 1:
+        raise ValueError(f"good_fraction must be between 0 and 1, got {good_fraction}")
+    specs = [(PartSpec(i, seed, width, height, good_fraction), str(out), quality) for i in range(count)]
     defective = sum(parallel_map(_write_part, specs, workers, desc="synthesising parts", unit="part",
                                  progress=progress, min_tasks=2, chunksize=8))
     summary = {"out": str(out), "count": count, "defective": defective,

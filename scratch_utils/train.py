@@ -14,65 +14,15 @@ from __future__ import annotations
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .dataset import Prepared
 from .files import atomic_write_json
-from .prepared import Prepared
+from .profiles import TrainConfig
 from .resume import KEEP_BEST, close_staging, open_staging, restore_progress, staging_folder
 from .runs import load_run_config, read_history, save_operating_point, write_config
-
-# Fields that define what a run is; the others (timings, paths) only describe it.
-RUN_IDENTITY = ("model", "epochs", "batch_size", "base_filters", "depth", "upsampling", "loss",
-                "learning_rate", "encoder_weights", "freeze_encoder_epochs", "fine_tune_lr_factor",
-                "tile_size", "defect_share", "tiles_per_epoch", "augment", "early_stopping",
-                "validate_every", "seed", "normalization", "tile_padding", "schedule", "precision")
-
-
-@dataclass
-class TrainConfig:
-    model: str = "unet"
-    epochs: int = 10
-    batch_size: int = 8
-    base_filters: int = 64
-    depth: int = 4
-    upsampling: str = "transpose"
-    loss: str = "bce_dice"
-    learning_rate: float = 1e-3
-    encoder_weights: str | None = None     # vgg16_unet only
-    freeze_encoder_epochs: int = 0         # vgg16_unet: epochs with a frozen encoder first
-    fine_tune_lr_factor: float = 0.1       # ... then the encoder trains at lr * this
-    tile_size: int = 128                   # training crops (whole photo if it is smaller)
-    defect_share: float = 0.5              # share of tiles centred on a defect pixel
-    tiles_per_epoch: int = 0               # 0: one tile per training photo
-    augment: bool = True
-    early_stopping: int = 0                # patience in validated epochs; 0 = off
-    validate_every: int = 1                # score the validation photos every n epochs (and the last)
-    seed: int = 0
-    deterministic: bool = False
-    normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
-    tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
-    schedule: str = "cosine"               # cosine decay | one_cycle (warm-up, then cosine decay)
-    precision: str = "float32"             # float32 | mixed_bfloat16 (CPUs with bf16 units); any GPU: mixed_float16
-    # Filled in by train():
-    geometry: dict = field(default_factory=dict)
-    prepared: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def warmup_epochs(self) -> int:
-        """Epochs with a frozen encoder first: only the VGG16-U-Net has one to freeze
-        (``Profile.training`` sets how long, and never freezes a random encoder)."""
-        if self.model != "vgg16_unet":
-            return 0
-        return min(self.freeze_encoder_epochs, self.epochs)
-
-    def identity(self) -> dict:
-        values = asdict(self)
-        return {key: values[key] for key in RUN_IDENTITY}
-
 
 def set_seeds(seed: int, deterministic: bool = False) -> None:
     import keras
@@ -142,7 +92,6 @@ def train(prepared, out, config: TrainConfig | None = None, overwrite: bool = Fa
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"run folder {out} exists; choose another --out or pass --overwrite")
     prepared = Prepared.of(prepared)
-    config.geometry, config.prepared = prepared.geometry.as_dict(), str(prepared.folder)
     set_seeds(config.seed, config.deterministic)
     staging = staging_folder(out)
     resumed = open_staging(staging, {**config.identity(), "prepared": str(prepared.folder)})
@@ -249,8 +198,9 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
     point = choose_operating_point(sweep(validation.best))
     warnings = learning_warnings(validation.best, point)
     save_operating_point(staging, point)
-    config.extra = {**config.extra, **timing, "parameters": int(best.count_params())}
-    write_config(staging, asdict(config))
+    write_config(staging, {**config.identity(), "geometry": prepared.geometry.as_dict(),
+                           "prepared": str(prepared.folder),
+                           "extra": {**timing, "parameters": int(best.count_params())}})
     test = sweep(predict_split(best, prepared, "test"))
     for split, predictions in (("val", validation.best), ("test", test)):
         save_predictions(predictions, staging / "predictions" / f"{split}.npz")
@@ -277,7 +227,7 @@ def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbo
         except (FileNotFoundError, ValueError):    # missing, or an older format
             previous = None
         wanted = config.identity()
-        if (previous and all(previous.get(key) == wanted[key] for key in RUN_IDENTITY)
+        if (previous and all(previous.get(key) == value for key, value in wanted.items())
                 and Path(previous.get("prepared", "")) == prepared.folder):
             return out
     return train(prepared, out, config, overwrite=True, verbose=verbose)

@@ -32,7 +32,7 @@ from .errors import output_error
 from .files import atomic_write_json
 from .losses import get_loss
 from .predict import probability_map
-from .prepared import Prepared
+from .dataset import Prepared
 
 LOGGED = ("val_loss", "val_dice", "val_precision", "val_recall")
 SCORE_THRESHOLD = 0.5   # the per-epoch pixel scores; the run's mask threshold is chosen at the end

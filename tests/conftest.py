@@ -58,7 +58,7 @@ def aihub_source(tmp_path) -> Path:
 
 def write_prepared_files(root: Path, rows: list[dict], scale: float = 1.0) -> Path:
     """The manifest and summary of a hand-made prepared folder (its images/ and masks/ written
-    by the caller), so that :class:`scratch_utils.prepared.Prepared` opens it."""
+    by the caller), so that :class:`scratch_utils.dataset.Prepared` opens it."""
     import csv
 
     from scratch_utils.preparation import MANIFEST_FIELDS
@@ -70,7 +70,9 @@ def write_prepared_files(root: Path, rows: list[dict], scale: float = 1.0) -> Pa
     return root
 
 
-TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8, tile_size=32)
+# Not the default recipe: one short epoch of one tile per photo, validated after it.
+TINY = dict(epochs=1, base_filters=4, depth=2, batch_size=8, tile_size=32, tiles_per_epoch=0, validate_every=1,
+            defect_share=0.5, learning_rate=1e-3)
 
 
 @pytest.fixture(scope="session")

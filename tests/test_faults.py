@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scratch_utils import cli
-from scratch_utils.prepared import Prepared
+from scratch_utils.dataset import Prepared
 
 
 def can_mount() -> bool:

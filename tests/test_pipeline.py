@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 
 from scratch_utils.augment import AugmentConfig, JointAugment  # noqa: E402
 from scratch_utils.pipeline import make_tile_dataset  # noqa: E402
-from scratch_utils.prepared import Prepared  # noqa: E402
+from scratch_utils.dataset import Prepared  # noqa: E402
 
 
 def make_pattern_set(root, n=12, size=32, splits=None, seed=0):

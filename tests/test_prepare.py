@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from scratch_utils.errors import PrepareError
 from scratch_utils.geometry import Geometry
 from scratch_utils.preparation import MANIFEST_FIELDS, assign_splits, prepare
-from scratch_utils.prepared import Prepared
+from scratch_utils.dataset import Prepared
 
 from conftest import defect, tree_digest, write_aihub_label, write_photo
 
@@ -119,7 +119,7 @@ def split_folder_source(root: Path, folders, count: int = 6) -> Path:
 def test_split_folders_decide_the_split(tmp_path):
     """Photos kept in train/, val/ and test/ folders (the default set's held-out parts) keep
     that split; AIHub's Training/ + Validation/ get a test split carved from the training parts."""
-    from scratch_utils.prepared import Prepared
+    from scratch_utils.dataset import Prepared
     source = split_folder_source(tmp_path / "three", ("train", "val", "test"))
     summary = run(source, tmp_path / "out3")
     assert summary["settings"]["split"] == "folders"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from scratch_utils.preparation import prepare
-from scratch_utils.prepared import Prepared
+from scratch_utils.dataset import Prepared
 from scratch_utils.geometry import Geometry, pick_scale
 
 from conftest import defect, write_aihub_label, write_photo

@@ -84,7 +84,7 @@ def test_run_folder_contract(run):
 @pytest.mark.slow
 def test_neither_checkpoint_nor_operating_point_sees_the_test_split(prepared, tmp_path, monkeypatch):
     import scratch_utils.train as train_module
-    from scratch_utils.prepared import Prepared
+    from scratch_utils.dataset import Prepared
     events = []
     real_split, real_save = Prepared.split, train_module.save_operating_point
 
@@ -142,7 +142,7 @@ def test_predictor_threshold_decides(run):
 def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
     """`predict` and the app decode a JPEG as preparation does, so they and the notebooks
     agree on every part; a full-resolution decode would not be pixel-identical."""
-    from scratch_utils.prepared import Prepared
+    from scratch_utils.dataset import Prepared
     predictor = Predictor(run)
     differs_when_fully_decoded = 0
     for row in Prepared.open(prepared).rows[:8]:
@@ -295,7 +295,7 @@ def test_a_killed_training_resumes_from_its_last_finished_epoch(prepared, tmp_pa
 def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_scored_epochs(prepared, tmp_path):
     import math
 
-    from scratch_utils.prepared import Prepared
+    from scratch_utils.dataset import Prepared
     from scratch_utils.runs import read_history
     from scratch_utils.validation import WholePhotoValidation
     run = train(prepared, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 5, "validate_every": 2}),
@@ -316,7 +316,7 @@ def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_score
 
 
 def test_early_stopping_counts_scored_epochs_only(prepared, tmp_path):
-    from scratch_utils.prepared import Prepared
+    from scratch_utils.dataset import Prepared
     from scratch_utils.validation import WholePhotoValidation
     callback = WholePhotoValidation(Prepared.open(prepared), "bce", every=2, epochs=9,
                                     checkpoint=tmp_path / "m.keras", patience=1)

@@ -1,7 +1,8 @@
-"""A prepared folder, opened once: what training, evaluation and the notebooks read (notebooks 01-05).
+"""The course's data: a prepared folder opened once (:class:`Prepared`), and the data every
+notebook starts from (:func:`ensure_prepared`: your photos, or the synthetic set, prepared).
 
-``prepare`` writes the folder (:mod:`scratch_utils.preparation`); :class:`Prepared` reads it:
-the manifest rows and their splits, the working geometry, the source folder, the prepared
+``prepare`` writes a prepared folder (:mod:`scratch_utils.preparation`); :class:`Prepared` reads
+it: the manifest rows and their splits, the working geometry, the source folder, the prepared
 photos and masks, and the truth at each photo's own resolution (``coco.json``). Functions that
 take a prepared folder accept a path or a ``Prepared`` and open a path once, at their entrance.
 """
@@ -145,3 +146,50 @@ class Prepared:
         if self._truths is None:
             self._truths = TruthMasks(self.folder / "coco.json")
         return self._truths
+
+
+# ------------------------------------------------ the course's dataset: yours, or the synthetic one
+
+
+def prepared_folder(profile, source: str | os.PathLike | None = None, square: int | None = None) -> Path:
+    """Where a profile's prepared set lives: ``data/<profile>/prepared-scaled`` (or
+    ``prepared-square128``) for the synthetic set, ``prepared-<folder name>-...`` for yours."""
+    from .profiles import get_profile, profile_dir
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    tag = f"square{square}" if square else "scaled"
+    if source is None:
+        return profile_dir(profile) / f"prepared-{tag}"
+    return profile_dir(profile) / f"prepared-{Path(source).expanduser().name}-{tag}"
+
+
+def synthetic_source(profile, progress: bool = True) -> Path:
+    """The profile's synthetic AIHub-format set, generated where missing: ``train/``, ``val/`` and
+    ``test/`` folders of parts generated apart (their own seeds and shares of good parts), so
+    ``prepare`` keeps those splits and no validation or test part was ever a training part."""
+    from . import synthetic
+    from .profiles import get_profile, profile_dir
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    source = profile_dir(profile) / "synthetic"
+    width, height = profile.photo_size
+    for split, spec in profile.synthetic.items():
+        synthetic.generate(source / split, count=spec.count, seed=spec.seed, width=width, height=height,
+                           good_fraction=spec.good_fraction, progress=progress)
+    return source
+
+
+def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
+                    fmt: str = "auto", progress: bool = True, square: int | None = None) -> "Prepared":
+    """The prepared folder every notebook starts from, made if missing or out of date.
+
+    With ``source=None`` the profile's synthetic set is generated first
+    (:func:`synthetic_source`); with a folder of your own it is prepared instead, by the same
+    code. The geometry is the automatic working scale, or with ``square=128`` the 128-px squash
+    (the baseline). Returns the folder (:func:`prepared_folder`), opened.
+    """
+    from .preparation import prepare
+    from .profiles import get_profile
+    profile = get_profile(profile) if not hasattr(profile, "name") else profile
+    out = prepared_folder(profile, source, square)
+    source = synthetic_source(profile, progress) if source is None else Path(source).expanduser()
+    prepare(source, out, fmt=fmt, size=square, progress=progress)
+    return Prepared.open(out)
