@@ -346,3 +346,29 @@ def test_the_operating_point_is_the_validation_search_and_the_epoch_log_is_the_e
     for key in ("dice", "precision", "recall"):
         assert logged[f"val_{key}"] == pytest.approx(recomputed[key], abs=1e-6), key
     assert read_metrics(run)["operating_point"] == load_operating_point(run).as_dict()
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_train_help_shows_the_profiles_own_defaults_and_train_uses_them(profile, capsys, monkeypatch):
+    """One home for every default: the CLI's help and a train run without flags read the profile's
+    TrainConfig (the default profile's defect share is 0.9, not TrainConfig's or argparse's)."""
+    import re
+
+    from scratch_utils import cli
+    from scratch_utils.profiles import get_profile
+    monkeypatch.delenv("SCRATCH_PROFILE", raising=False)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--profile", profile, "--help"])
+    text = " ".join(capsys.readouterr().out.split("options:", 1)[1].split())
+    config = get_profile(profile).train_config("unet")
+    for name, _, _ in cli.TRAIN_FLAGS:
+        flag = f"--{name.replace('_', '-')}"
+        shown = re.search(re.escape(flag) + r" \S+ .*?\(default: ([^;)]+)", text).group(1)
+        assert shown == str(getattr(config, name)), (flag, shown)
+    if profile == "default":
+        assert re.search(r"--defect-share \S+ share of training tiles centred on a defect \(default: 0\.9\)", text)
+    captured = {}
+    monkeypatch.setattr("scratch_utils.train.train", lambda data, out, config, overwrite: captured.update(c=config))
+    with pytest.raises(Exception):        # stops after train (no run folder to read): the config is what counts
+        cli.main(["train", "--profile", profile, "--data", "x", "--out", "y"])
+    assert captured["c"] == config
