@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scratch_utils.compare import detection_curve  # noqa: E402
+from scratch_utils.decision import detection_curve  # noqa: E402
 from scratch_utils.evaluation import run_predictions  # noqa: E402
 from scratch_utils.figures import write_figure  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from scratch_utils import synthetic  # noqa: E402
-from scratch_utils.compare import detection_curve  # noqa: E402
+from scratch_utils.decision import detection_curve  # noqa: E402
 from scratch_utils.evaluation import run_predictions  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.preparation import prepare  # noqa: E402

@@ -8,8 +8,8 @@ import sys
 
 from .geometry import FITS
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
-from .metrics import REGION_MEASURES
-from .names import ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, SPLITS
+
+from .names import ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, REGION_MEASURES, SPLITS
 from .profiles import PROFILE_NAMES
 from .sources import FORMATS
 

@@ -26,31 +26,34 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk
 
-from .files import atomic_write_bytes
-from .metrics import (REGION_MEASURES, auroc, bootstrap_interval, called_defective, deciding_regions,
-                      detection_rates, region_sizes, scores_from_counts, tolerance_counts,
-                      tolerance_from_counts)
-from .predict import probability_map, resize_probability
 from .dataset import Prepared
-from .runs import OperatingPoint, load_operating_point, load_run_config, load_run_model
+from .decision import (REGION_MEASURES, OperatingPoint, calls, false_alarms_at, feature_model, head_input,
+                       head_scores, measured_regions)
+from .files import atomic_write_bytes
+from .metrics import (auroc, bootstrap_interval, detection_rates, exact_interval, scores_from_counts,
+                      tolerance_counts, tolerance_from_counts)
+from .predict import model_outputs, resize_probability
+from .runs import load_operating_point, load_part_head, load_run_config, load_run_model
 
 # Low thresholds matter: an undertrained model's scratch probabilities can sit well below 0.5.
 # The grid reaches 0.001 and 0.999 so that a point chosen at its edge is a real limit.
 THRESHOLDS = ((0.001, 0.002, 0.005, 0.01, 0.02, 0.03)
               + tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
               + (0.97, 0.98, 0.99, 0.995, 0.999))
-TOLERANCE_PX = 2   # tolerance F1: a pixel within 2 px of the other mask counts as a hit
+TOLERANCE_PX = 2   # a pixel within 2 px of the other mask counts as a hit; a call within 2 px is located
 
 
 @dataclass
 class SplitPredictions:
     """A split's photos, their probabilities at model resolution (the photo's box, no
-    padding) and, after :func:`sweep`, per-threshold counts."""
+    padding), the part head's scores when the run has one and, after :func:`sweep`,
+    per-threshold counts."""
     prepared: Prepared | None
     rows: list
     probabilities: list               # (box_h, box_w) float16 per photo
     thresholds: tuple = THRESHOLDS
     stats: dict = field(default_factory=dict)
+    part_scores: np.ndarray | None = None
 
     @property
     def is_defective(self) -> np.ndarray:
@@ -65,50 +68,96 @@ class SplitPredictions:
         """The truth at photo resolution, by stem."""
         return self.prepared.truths
 
+    def column(self, threshold: float) -> int:
+        """Column of ``threshold`` in the grid (the grid is extended when it is not there)."""
+        for k, value in enumerate(self.thresholds):
+            if abs(value - threshold) < 1e-6:
+                return k
+        self.thresholds = tuple(sorted([*self.thresholds, float(threshold)]))
+        sweep(self, regions="length" in self.stats)
+        return self.column(threshold)
 
-def predict_split(model, prepared, split: str = "test") -> SplitPredictions:
-    """Whole-photo probabilities for every photo of a split of a prepared folder."""
+
+def predict_split(model, prepared, split: str = "test", head=None) -> SplitPredictions:
+    """Whole-photo probabilities for every photo of a split of a prepared folder, and with a
+    part ``head`` its scores (one pass of the model gives both)."""
     prepared = Prepared.of(prepared)
     rows = prepared.split(split)
-    probabilities = []
+    network = feature_model(model) if head is not None else model
+    probabilities, inputs = [], []
     for row in rows:
         x0, y0, w, h = prepared.box(row)
-        probability = probability_map(model, prepared.model_input(row))
-        probabilities.append(probability[y0:y0 + h, x0:x0 + w].astype(np.float16))
-    return SplitPredictions(prepared, rows, probabilities)
+        outputs = model_outputs(network, prepared.model_input(row))
+        probabilities.append(outputs[0][y0:y0 + h, x0:x0 + w].astype(np.float16))
+        if head is not None:
+            inputs.append(head_input(outputs[0][y0:y0 + h, x0:x0 + w], outputs[1][y0:y0 + h, x0:x0 + w]))
+    scores = head_scores(head, inputs) if head is not None else None
+    return SplitPredictions(prepared, rows, probabilities, part_scores=scores)
 
 
 def _counts_at(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """How many of ``values`` are >= each threshold (one sort instead of a pass each)."""
-    ordered = np.sort(values, axis=None)
-    return ordered.size - np.searchsorted(ordered, thresholds, side="left")
+    """How many of ``values`` are >= each threshold (one pass of binning, no sort)."""
+    bins = np.searchsorted(thresholds, values.ravel(), side="right")   # thresholds each value reaches
+    reached = np.bincount(bins, minlength=len(thresholds) + 1)
+    return np.cumsum(reached[::-1])[::-1][1:]
+
+
+def _near(truth: np.ndarray, shape: tuple, tolerance: int = TOLERANCE_PX) -> np.ndarray:
+    """Model-resolution pixels within ``tolerance`` photo pixels of the true defect."""
+    if not truth.any():
+        return np.zeros(shape, bool)
+    from PIL import Image
+    dilated = ndimage.binary_dilation(truth, disk(tolerance)).astype(np.uint8) * 255
+    return np.asarray(Image.fromarray(dilated).resize(shape[::-1], Image.Resampling.BOX)) > 0
+
+
+def _region_stats(probability: np.ndarray, near: np.ndarray, thresholds) -> dict:
+    """Per threshold and measure: the largest region, and the largest region within reach of the
+    true defect (a call by it is located); only the mask's bounding box is labelled."""
+    out = {f"{prefix}{m}": np.zeros(len(thresholds), np.int64) for m in REGION_MEASURES for prefix in ("", "near_")}
+    top = float(probability.max()) if probability.size else 0.0
+    for column, t in enumerate(thresholds):
+        if t > top:
+            break
+        mask = probability >= t
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        labels, sizes = measured_regions(mask[box])
+        touching = np.zeros(labels.max() + 1, bool)
+        touching[np.unique(labels[near[box]])] = True
+        touching[0] = False
+        for measure, size in sizes.items():
+            out[measure][column] = size.max()
+            out[f"near_{measure}"][column] = size[touching].max() if touching.any() else 0
+    return out
 
 
 def sweep(predictions: SplitPredictions, truths=None, regions: bool = True) -> SplitPredictions:
-    """Fill ``predictions.stats``: per photo (rows) and threshold (columns) the true and
-    false positive pixels and defect pixels at photo resolution, and (``regions``) the largest
-    connected predicted region at model resolution by each measure (``length``, ``area``)."""
+    """Fill ``predictions.stats``: per photo (rows) and threshold (columns) the true and false
+    positive pixels and defect pixels at photo resolution; and (``regions``) at model resolution
+    the largest connected predicted region by each measure (``length``, ``area``), the largest
+    within 2 px of the true defect (``near_length``, ``near_area``), and whether the photo's most
+    probable pixel is (``peak_near``)."""
     truths = truths or predictions.truths()
     thresholds = np.asarray(predictions.thresholds, dtype=np.float32)
     n, k = len(predictions.rows), len(thresholds)
     tp, fp = np.zeros((n, k), np.int64), np.zeros((n, k), np.int64)
-    sizes = {measure: np.zeros((n, k), np.int64) for measure in REGION_MEASURES}
-    positives, pixels = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    sizes = {f"{prefix}{m}": np.zeros((n, k), np.int64) for m in REGION_MEASURES for prefix in ("", "near_")}
+    positives, pixels, peak_near = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
     for index, (row, probability) in enumerate(zip(predictions.rows, predictions.probabilities)):
         probability = probability.astype(np.float32)
-        if regions:
-            top = probability.max() if probability.size else 0.0
-            for column, t in enumerate(thresholds):
-                if t <= top:
-                    for measure, size in region_sizes(probability >= t).items():
-                        sizes[measure][index, column] = size
         truth = truths(row["stem"])
+        if regions:
+            near = _near(truth, probability.shape)
+            for key, values in _region_stats(probability, near, thresholds).items():
+                sizes[key][index] = values
+            peak_near[index] = bool(near.flat[int(np.argmax(probability))]) if probability.size else False
         full = resize_probability(probability, truth.shape[::-1])
         tp[index] = _counts_at(full[truth], thresholds)
         fp[index] = _counts_at(full[~truth], thresholds)
         positives[index], pixels[index] = truth.sum(), truth.size
     predictions.stats = {"tp": tp, "fp": fp, "positives": positives, "pixels": pixels,
-                         **(sizes if regions else {})}
+                         **({**sizes, "peak_near": peak_near} if regions else {})}
     return predictions
 
 
@@ -128,89 +177,48 @@ def pixel_scores(predictions: SplitPredictions, threshold: float, truths=None) -
     return {key: float(value[0]) for key, value in pixel_curve(at_one).items() if key != "thresholds"}
 
 
-def threshold_index(predictions: SplitPredictions, threshold: float) -> int:
-    """Column of ``threshold`` in the grid (the grid is extended when it is not there)."""
-    for k, value in enumerate(predictions.thresholds):
-        if abs(value - threshold) < 1e-6:
-            return k
-    predictions.thresholds = tuple(sorted([*predictions.thresholds, float(threshold)]))
-    sweep(predictions, regions="length" in predictions.stats)
-    return threshold_index(predictions, threshold)
-
-
 def image_scores(predictions: SplitPredictions, mask_threshold: float) -> dict:
     """Per photo: Dice, IoU, precision and recall of its mask at ``mask_threshold``, at the
     photo's own resolution (from the sweep's counts)."""
-    k = threshold_index(predictions, mask_threshold)
+    k = predictions.column(mask_threshold)
     s = predictions.stats
     tp, fp = s["tp"][:, k], s["fp"][:, k]
     return scores_from_counts(tp, fp, s["positives"] - tp)
 
 
-def decisions(predictions: SplitPredictions, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray]:
-    """(largest region per photo at the decision threshold by the point's measure, called defective)."""
-    regions = predictions.stats[point.region_measure][:, threshold_index(predictions, point.decision_threshold)]
-    return regions, called_defective(regions, point.min_region)
-
-
-def part_scores(predictions: SplitPredictions, point: OperatingPoint) -> np.ndarray:
-    """Per photo, the score AUROC ranks parts by: the highest threshold of the grid at which
-    the photo still shows a region reaching the point's ``min_region`` by its measure (0 when
-    none does), so the ranking follows the decision the plant uses."""
-    reached = predictions.stats[point.region_measure] >= max(1, int(point.min_region))
-    thresholds = np.asarray(predictions.thresholds, dtype=float)
-    return np.where(reached, thresholds[None, :], 0.0).max(axis=1)
-
-
-def located(predictions: SplitPredictions, point: OperatingPoint, truths=None,
-            tolerance: int = TOLERANCE_PX) -> np.ndarray:
-    """Per photo: whether a region that made the call overlaps the true defect (within
-    ``tolerance`` px at the photo's own resolution); False for photos not called."""
-    truths = truths or predictions.truths()
-    _, called = decisions(predictions, point)
-    found = np.zeros(len(predictions.rows), bool)
-    for index in np.where(called)[0]:
-        probability = predictions.probabilities[index].astype(np.float32)
-        regions = deciding_regions(probability >= point.decision_threshold, point.region_measure, point.min_region)
-        truth = truths(predictions.rows[index]["stem"])
-        if truth.any():
-            at_photo = resize_probability(regions.astype(np.float32), truth.shape[::-1]) >= 0.5
-            found[index] = bool(np.any(at_photo & ndimage.binary_dilation(truth, disk(tolerance))))
-    return found
-
-
-def intervals(predictions: SplitPredictions, point: OperatingPoint, found: np.ndarray) -> dict:
-    """95% bootstrap intervals over parts (defective and good parts resampled apart) of the
-    detection and false-alarm rates, the located detection rate and the pooled Dice."""
-    _, called = decisions(predictions, point)
-    k = threshold_index(predictions, point.mask_threshold)
+def intervals(predictions: SplitPredictions, point: OperatingPoint) -> dict:
+    """95% intervals: exact (Clopper-Pearson) for the rates over parts (caught, caught where the
+    defect is, false alarms); a bootstrap over parts for the pooled Dice (defective and good
+    parts resampled apart)."""
+    decided = calls(predictions, point)
+    defective, good = predictions.is_defective, ~predictions.is_defective
+    result = {}
+    for key, hits, parts in (("detection_rate", decided["called"], defective),
+                             ("located_detection_rate", decided["located"], defective),
+                             ("false_alarm_rate", decided["called"], good)):
+        result[f"{key}_low"], result[f"{key}_high"] = exact_interval(int(hits[parts].sum()), int(parts.sum()))
+    k = predictions.column(point.mask_threshold)
     s = predictions.stats
     tp, fp, positives = s["tp"][:, k], s["fp"][:, k], s["positives"]
-    defective, good = np.where(predictions.is_defective)[0], np.where(~predictions.is_defective)[0]
 
     def dice(d, g):
         parts = np.concatenate([d, g])
         return float(scores_from_counts(tp[parts].sum(), fp[parts].sum(), (positives - tp)[parts].sum())["dice"])
 
-    statistics = {"detection_rate": lambda d, g: called[d].mean() if len(d) else np.nan,
-                  "located_detection_rate": lambda d, g: found[d].mean() if len(d) else np.nan,
-                  "false_alarm_rate": lambda d, g: called[g].mean() if len(g) else np.nan,
-                  "dice": dice}
-    result = {}
-    for key, statistic in statistics.items():
-        low, high = bootstrap_interval(statistic, (defective, good))
-        result[f"{key}_low"], result[f"{key}_high"] = low, high
+    result["dice_low"], result["dice_high"] = bootstrap_interval(dice, (np.flatnonzero(defective), np.flatnonzero(good)))
     return result
 
 
 def per_image(predictions: SplitPredictions, point: OperatingPoint) -> list[dict]:
     """One row per photo at an operating point: mask scores at the photo's own resolution,
-    the largest predicted region and the pass/fail call (notebook 05's failures)."""
+    the decision's measure (largest region, or the head's score) and the call, and whether
+    it was made where the defect is (notebook 05's failures)."""
     pixel = image_scores(predictions, point.mask_threshold)
-    regions, called = decisions(predictions, point)
+    decided = calls(predictions, point)
     return [{"stem": row["stem"], "quality": row["quality"], "dice": float(pixel["dice"][k]),
-             "iou": float(pixel["iou"][k]), "largest_region": int(regions[k]),
-             "called_defective": bool(called[k])} for k, row in enumerate(predictions.rows)]
+             "iou": float(pixel["iou"][k]), "decided_by": float(decided["size"][k]),
+             "called_defective": bool(decided["called"][k]), "located": bool(decided["located"][k])}
+            for k, row in enumerate(predictions.rows)]
 
 
 def tolerance_scores(predictions: SplitPredictions, mask_threshold: float, truths=None,
@@ -229,38 +237,55 @@ def tolerance_scores(predictions: SplitPredictions, mask_threshold: float, truth
 def scores(predictions: SplitPredictions, point: OperatingPoint, truths=None) -> dict:
     """Every score of the course for one split at an operating point, at photo resolution:
     pixel scores of the mask, per image and pooled; tolerance F1; the part-level call, where
-    it was made, and 95% bootstrap intervals over parts."""
+    it was made, and 95% intervals."""
     if "length" not in predictions.stats:
         sweep(predictions, truths)
-    k = threshold_index(predictions, point.mask_threshold)
+    k = predictions.column(point.mask_threshold)
     curve = pixel_curve(predictions)
     per_photo = image_scores(predictions, point.mask_threshold)
     defective = predictions.is_defective
-    _, called = decisions(predictions, point)
-    found = located(predictions, point, truths)
+    decided = calls(predictions, point)
     return {
         **{key: float(curve[key][k]) for key in ("dice", "iou", "miou", "precision", "recall")},
         "dice_per_image": float(per_photo["dice"].mean()), "iou_per_image": float(per_photo["iou"].mean()),
         # Per defective part: pooled scores weigh large scuffs most, this weighs every part once.
         "dice_defective_parts": float(per_photo["dice"][defective].mean()) if defective.any() else float("nan"),
         **tolerance_scores(predictions, point.mask_threshold, truths),
-        **detection_rates(defective, called),
-        # Caught where the defect is: the region that made the call overlaps the true defect.
-        "located_detection_rate": float(found[defective].mean()) if defective.any() else float("nan"),
-        **intervals(predictions, point, found),
-        "auroc": auroc(defective, part_scores(predictions, point)),
+        **detection_rates(defective, decided["called"]),
+        # Caught where the defect is: the call points within 2 px of the true defect.
+        "located_detection_rate": float(decided["located"][defective].mean()) if defective.any() else float("nan"),
+        **intervals(predictions, point),
+        "auroc": auroc(defective, decided["score"]),
+        # The plant's curve at its target: the fewest false alarms of any decision of this rule
+        # that catches 95% where the defect is (read off this split: a bound, not a result).
+        "false_alarms_at_95": false_alarms_at(predictions, point.rule),
         "auroc_max_probability": auroc(defective, predictions.max_probabilities),
         "mask_threshold": float(point.mask_threshold), "decision_threshold": float(point.decision_threshold),
-        "min_region": int(point.min_region), "region_measure": point.region_measure,
+        "min_region": int(point.min_region), "region_measure": point.region_measure, "rule": point.rule,
         "images": len(predictions.rows), "scored_at": "photo resolution",
     }
 
 
+PART_SCORES = "__part_scores__"   # the part head's scores, stored beside the probabilities
+
+
 def save_predictions(predictions: SplitPredictions, path: str | Path) -> None:
-    """Keep a split's probabilities (float16) beside the model that made them."""
+    """Keep a split's probabilities (float16), and the part head's scores, beside the model."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{row["stem"]: p for row, p in zip(predictions.rows, predictions.probabilities)})
+    arrays = {row["stem"]: p for row, p in zip(predictions.rows, predictions.probabilities)}
+    if predictions.part_scores is not None:
+        arrays[PART_SCORES] = np.asarray(predictions.part_scores, np.float32)
+    np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_predictions(path: Path, prepared: Prepared, rows: list) -> SplitPredictions | None:
+    """What :func:`save_predictions` kept for ``rows`` (None when a photo is missing)."""
+    with np.load(path) as stored:
+        if not all(row["stem"] in stored for row in rows):
+            return None
+        scores = stored[PART_SCORES] if PART_SCORES in stored and len(stored[PART_SCORES]) == len(rows) else None
+        return SplitPredictions(prepared, rows, [stored[row["stem"]] for row in rows], part_scores=scores)
 
 
 def run_predictions(run: str | Path, split: str, prepared=None) -> SplitPredictions:
@@ -271,10 +296,10 @@ def run_predictions(run: str | Path, split: str, prepared=None) -> SplitPredicti
     rows = prepared.split(split)
     cache = run / "predictions" / f"{split}.npz"
     if cache.is_file() and cache.stat().st_mtime >= (run / "model.keras").stat().st_mtime:
-        with np.load(cache) as stored:
-            if all(row["stem"] in stored for row in rows):
-                return sweep(SplitPredictions(prepared, rows, [stored[row["stem"]] for row in rows]))
-    predictions = predict_split(load_run_model(run), prepared, split)
+        kept = load_predictions(cache, prepared, rows)
+        if kept is not None:
+            return sweep(kept)
+    predictions = predict_split(load_run_model(run), prepared, split, load_part_head(run))
     save_predictions(predictions, cache)
     return sweep(predictions)
 
@@ -290,11 +315,11 @@ def inference_ms(model, prepared, repeats: int = 3) -> float:
     """Milliseconds to predict one whole validation photo at the working geometry (median)."""
     prepared = Prepared.of(prepared)
     image = prepared.model_input(prepared.split("val")[0])
-    probability_map(model, image)
+    model_outputs(model, image)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        probability_map(model, image)
+        model_outputs(model, image)
         times.append(time.perf_counter() - started)
     return round(float(np.median(times)) * 1000, 1)
 

@@ -331,19 +331,19 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
                              squeeze=False)
     for row, (photo, truth, title) in enumerate(zip(photos, truths, titles)):
         photo = np.asarray(photo)
-        fallback = next((r[row]["mask"] for r in predictions.values() if r[row]["mask"].any()), None)
+        fallback = next((r[row].mask for r in predictions.values() if r[row].mask.any()), None)
         zoom = zoom_box(truth, fallback)
         for k, (name, results) in enumerate(predictions.items()):
             result = results[row]
             whole, near = axes[row, 2 * k], axes[row, 2 * k + 1]
-            call = "called defective" if result["defective"] else "called good"
-            _draw_prediction(whole, photo, truth, result["mask"], result.get("deciding_regions"))
-            whole.set_title(f"{title}, {call}\n{name}, whole photo: {mask_caption(truth, result['mask'])}",
+            call = "called defective" if result.defective else "called good"
+            _draw_prediction(whole, photo, truth, result.mask, result.deciding_regions)
+            whole.set_title(f"{title}, {call}\n{name}, whole photo: {mask_caption(truth, result.mask)}",
                             fontsize=8)
-            deciding = result.get("deciding_regions")
-            _draw_prediction(near, photo[zoom], truth[zoom], result["mask"][zoom],
+            deciding = result.deciding_regions
+            _draw_prediction(near, photo[zoom], truth[zoom], result.mask[zoom],
                              None if deciding is None else deciding[zoom])
-            near.set_title(f"{name}, zoom: {mask_caption(truth[zoom], result['mask'][zoom])} in view", fontsize=8)
+            near.set_title(f"{name}, zoom: {mask_caption(truth[zoom], result.mask[zoom])} in view", fontsize=8)
     fig.tight_layout()
     return fig
 

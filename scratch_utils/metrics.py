@@ -6,10 +6,9 @@ to a split's photos at their own resolution.
   2-class mean IoU (defect and background) of the earlier U-Net course;
 - tolerance F1 for thin defects: a predicted pixel within ``tolerance`` px of a true defect
   pixel counts as correct, and a true pixel within ``tolerance`` px of a prediction as found;
-- the part-level call the plant acts on: a part is defective when one connected region of
-  predicted pixels is long enough along its skeleton (``length``: a scratch is long and thin,
-  a dust speck compact) or covers enough pixels (``area``); scattered specks do not add up. Detection rate on defective parts, false-alarm rate on good parts, their
-  bootstrap intervals over parts, and AUROC of a per-part score.
+- part-level rates of the calls (:mod:`scratch_utils.decision` makes them): detection rate on
+  defective parts, false-alarm rate on good parts, their exact intervals, a bootstrap over parts
+  for pooled scores, and AUROC of a per-part score.
 
 Empty cases: Dice and IoU of a photo whose true and predicted masks are both empty (a good part
 called good) are 1; pooled scores only add pixels, so such photos add nothing to them.
@@ -20,10 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import disk, skeletonize
-
-EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
-
+from skimage.morphology import disk
 
 def safe_ratio(numerator, denominator, empty=1.0):
     """numerator / denominator, and ``empty`` where the denominator is 0 (see the module docstring)."""
@@ -61,49 +57,6 @@ def tolerance_from_counts(counts: dict) -> dict:
     return {"tolerance_precision": precision, "tolerance_recall": recall, "tolerance_f1": f1}
 
 
-REGION_MEASURES = ("length", "area")   # how the pass/fail decision measures a region
-
-
-def _measured_regions(mask: np.ndarray, measures=REGION_MEASURES) -> tuple[np.ndarray, dict]:
-    """(8-connected labels of a non-empty mask, {measure: size of each label}, label 0 the
-    background): ``area`` counts a region's pixels, ``length`` the pixels of its skeleton (its
-    centre line: a 1-px line of n pixels has length n, a compact blob of the same area a few)."""
-    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
-    sizes = {}
-    if "area" in measures:
-        sizes["area"] = np.bincount(labels.ravel(), minlength=count + 1)
-    if "length" in measures:
-        sizes["length"] = np.bincount(labels[skeletonize(mask)], minlength=count + 1)
-    for size in sizes.values():
-        size[0] = 0
-    return labels, sizes
-
-
-def region_sizes(mask) -> dict:
-    """The largest 8-connected region of a 2-D mask by each measure (``length``, ``area``);
-    zeros when the mask is empty."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return {measure: 0 for measure in REGION_MEASURES}
-    _, sizes = _measured_regions(mask)
-    return {measure: int(size.max()) for measure, size in sizes.items()}
-
-
-def deciding_regions(mask, measure: str, minimum: int) -> np.ndarray:
-    """The regions of ``mask`` that make a part defective: those whose ``measure`` reaches
-    ``minimum`` (what the galleries and the app outline)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return mask
-    labels, sizes = _measured_regions(mask, (measure,))
-    return (sizes[measure] >= max(1, int(minimum)))[labels]
-
-
-def called_defective(largest_region_px, min_region: int) -> np.ndarray:
-    """The pass/fail rule from the largest region(s) found: defective at ``min_region`` pixels."""
-    return np.asarray(largest_region_px) >= max(1, int(min_region))
-
-
 def detection_rates(is_defective, called_defective) -> dict:
     """Share of defective parts caught and share of good parts falsely flagged."""
     is_defective = np.asarray(is_defective, bool)
@@ -112,6 +65,16 @@ def detection_rates(is_defective, called_defective) -> dict:
             "false_alarm_rate": float(safe_ratio(np.sum(called & ~is_defective), np.sum(~is_defective),
                                                  empty=0.0)),
             "defective_parts": int(is_defective.sum()), "good_parts": int((~is_defective).sum())}
+
+
+def exact_interval(hits: int, parts: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a rate of ``hits`` in ``parts``: it holds its level
+    at any count, where a bootstrap over 35 parts is too narrow (34/35: exact 85%-99.9%)."""
+    if parts == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+    found = binomtest(int(hits), int(parts)).proportion_ci(level, method="exact")
+    return float(found.low), float(found.high)
 
 
 def bootstrap_interval(statistic, groups, resamples: int = 2000, level: float = 0.95,

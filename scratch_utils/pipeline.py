@@ -45,12 +45,35 @@ def defect_points(mask_paths: list[str], max_points: int = 2048, seed: int = 0):
             counts)
 
 
+class HardNegatives:
+    """Places on good training photos where the model fires, for a share of the training tiles:
+    ``(photo index in the split, y, x)`` in a variable the tile plan reads as it draws, so a
+    callback (:class:`scratch_utils.train.HardNegativeMiner`) refreshes them while training runs."""
+
+    CAPACITY = 256
+
+    def __init__(self):
+        self.places = tf.Variable(tf.zeros([self.CAPACITY, 3], tf.int64), trainable=False, name="hard_places")
+        self.count = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="hard_count")
+
+    def update(self, places: np.ndarray) -> None:
+        places = np.asarray(places, np.int64).reshape(-1, 3)[:self.CAPACITY]
+        padded = np.zeros((self.CAPACITY, 3), np.int64)
+        padded[:len(places)] = places
+        self.places.assign(padded)
+        self.count.assign(len(places))
+
+
 def tile_plan(prepared, tile_size: int = 128, defect_share: float = 0.5,
-              seed: int = 0, split: str = "train", first_tile: int = 0) -> tf.data.Dataset:
+              seed: int = 0, split: str = "train", first_tile: int = 0,
+              hard_negatives: HardNegatives | None = None, hard_share: float = 0.0) -> tf.data.Dataset:
     """Where each tile comes from: an endless dataset of ``(photo path, mask path, corner
-    (y, x), centred)``, tile ``k`` depending only on ``(seed, k)``. See :func:`make_tile_dataset`."""
-    if not 0 <= defect_share <= 1:
-        raise ValueError(f"defect_share must be between 0 and 1, got {defect_share}")
+    (y, x), centred)``, tile ``k`` depending only on ``(seed, k)`` (and, for the
+    ``hard_share`` of hard-negative tiles, on the places mined so far). See
+    :func:`make_tile_dataset`."""
+    if not 0 <= defect_share <= 1 or not 0 <= hard_share <= 1 - defect_share:
+        raise ValueError(f"defect_share ({defect_share}) and hard_share ({hard_share}) must be shares "
+                         f"between 0 and 1 that add up to at most 1")
     if tile_size < 16 or tile_size % 16:
         raise ValueError(f"tile_size must be a multiple of 16 (the models' stride), got {tile_size}")
     prepared = Prepared.of(prepared)
@@ -86,7 +109,16 @@ def tile_plan(prepared, tile_size: int = 128, defect_share: float = 0.5,
         jitter = tf.cast((u[2:4] - 0.5) * (tile / 2), tf.int32)  # up to a quarter tile off
         around = table["points"][j] - tile // 2 + jitter
         uniform = tf.cast(u[2:4] * tf.cast(size - tile + 1, tf.float32), tf.int32)
-        corner = tf.clip_by_value(tf.where(centred, around, uniform), 0, size - tile)
+        corner = tf.where(centred, around, uniform)
+        if hard_negatives is not None:    # a mined place on a good photo, give or take a quarter tile
+            count = hard_negatives.count
+            hard = (~centred) & (u[0] < defect_share + hard_share) & (count > 0)
+            place = hard_negatives.places[tf.minimum(tf.cast(u[1] * tf.cast(count, tf.float32), tf.int64),
+                                                     tf.maximum(count - 1, 0))]
+            i = tf.where(hard, place[0], i)
+            size = tf.stack([table["heights"][i], table["widths"][i]])
+            corner = tf.where(hard, tf.cast(place[1:], tf.int32) - tile // 2 + jitter, corner)
+        corner = tf.clip_by_value(corner, 0, size - tile)
         return table["images"][i], table["masks"][i], corner, centred
 
     return tf.data.Dataset.counter(first_tile).map(locate)
@@ -106,15 +138,18 @@ def reflect_indices(size, length):
 def make_tile_dataset(prepared, tile_size: int = 128,
                       defect_share: float = 0.5, batch_size: int = 8,
                       augment: AugmentConfig | bool | None = None, seed: int = 0,
-                      split: str = "train", first_tile: int = 0, padding: str = "reflect") -> tf.data.Dataset:
+                      split: str = "train", first_tile: int = 0, padding: str = "reflect",
+                      hard_negatives: HardNegatives | None = None, hard_share: float = 0.0) -> tf.data.Dataset:
     """An endless stream of ``(images, masks)`` batches of ``tile_size`` crops (notebook 02).
 
     Photos keep their working resolution (a hairline scratch stays visible); the model
     learns on crops and, being fully convolutional, predicts whole photos later.
     Defects cover well under 1% of a photo, so uniform crops almost never show one:
     ``defect_share`` of the tiles are centred (give or take a quarter tile) on a defect
-    pixel of a randomly drawn defective photo; the others are uniform crops of the photos
-    in turn, each epoch in a new order (``n`` tiles make an epoch of ``n`` photos).
+    pixel of a randomly drawn defective photo; ``hard_share`` are centred on a place of a good
+    photo where the model fires (``hard_negatives``, refreshed while training: seams and edges
+    that look like scratches); the others are uniform crops of the photos in turn, each epoch in
+    a new order (``n`` tiles make an epoch of ``n`` photos).
 
     Tile ``k`` depends only on ``(seed, k)`` (stateless random numbers), so the stream is
     the same on every run and machine, and ``first_tile`` resumes it mid-way. The
@@ -144,7 +179,7 @@ def make_tile_dataset(prepared, tile_size: int = 128,
         pair.set_shape([tile, tile, 4])
         return pair[..., :3], pair[..., 3:]
 
-    dataset = tile_plan(prepared, tile, defect_share, seed, split, first_tile)
+    dataset = tile_plan(prepared, tile, defect_share, seed, split, first_tile, hard_negatives, hard_share)
     dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).map(
         _to_unit, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

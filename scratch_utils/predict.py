@@ -17,17 +17,19 @@ from __future__ import annotations
 import csv
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .decision import (called_defective, deciding_regions, feature_model, head_input, head_scores, peak_region,
+                       region_sizes)
 from .errors import ItemError
 from .files import atomic_write_bytes, atomic_write_text, is_within, list_images
 from .limits import DEFAULT_MAX_MEGAPIXELS
-from .metrics import called_defective, deciding_regions, region_sizes
 from .photos import mask_image, model_input_image, open_photo, overlay_image, png_bytes
-from .runs import load_operating_point, load_run_config, load_run_model, run_geometry
+from .runs import load_operating_point, load_part_head, load_run_config, load_run_model, run_geometry
 
 STRIDE = 16                 # every model pools four times
 WHOLE_PHOTO_PIXELS = 2**21  # above ~2 MP of model input, predict tile by tile
@@ -60,26 +62,42 @@ def _spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int
     return spans
 
 
-def probability_map(model, image: np.ndarray, max_pixels: int = WHOLE_PHOTO_PIXELS,
-                    core: int = TILE_CORE, margin: int = TILE_MARGIN) -> np.ndarray:
-    """Defect probability (H, W) for one image (H, W, 3) in [0, 1] at model resolution.
+def model_outputs(model, image: np.ndarray, max_pixels: int = WHOLE_PHOTO_PIXELS,
+                  core: int = TILE_CORE, margin: int = TILE_MARGIN) -> list[np.ndarray]:
+    """Every output of ``model`` for one image (H, W, 3) in [0, 1] at model resolution: the
+    defect probability (H, W) first, then (for a model with features) each (H, W, C).
 
     Runs the whole image when it has at most ``max_pixels`` pixels, else overlapping
-    tiles (``core`` + ``margin`` on each side); both give the same map.
+    tiles (``core`` + ``margin`` on each side); both give the same maps.
     """
     if core % STRIDE or margin % STRIDE:
         raise ValueError(f"core and margin must be multiples of {STRIDE}")
     height, width = image.shape[:2]
     padded = _pad_to_stride(np.asarray(image, dtype=np.float32))
+
+    def run(window):
+        out = model.predict_on_batch(window[None])
+        return [np.asarray(o, np.float32)[0] for o in (out if isinstance(out, (list, tuple)) else [out])]
+
     if padded.shape[0] * padded.shape[1] <= max_pixels:
-        out = model.predict_on_batch(padded[None])
-        return np.asarray(out, dtype=np.float32)[0, :height, :width, 0]
-    result = np.empty(padded.shape[:2], dtype=np.float32)
-    for y0, y1, cy0, cy1 in _spans(padded.shape[0], core, margin):
-        for x0, x1, cx0, cx1 in _spans(padded.shape[1], core, margin):
-            out = np.asarray(model.predict_on_batch(padded[None, y0:y1, x0:x1]), np.float32)[0, ..., 0]
-            result[cy0:cy1, cx0:cx1] = out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    return result[:height, :width]
+        outputs = [o[:height, :width] for o in run(padded)]
+    else:
+        outputs = None
+        for y0, y1, cy0, cy1 in _spans(padded.shape[0], core, margin):
+            for x0, x1, cx0, cx1 in _spans(padded.shape[1], core, margin):
+                pieces = run(padded[y0:y1, x0:x1])
+                if outputs is None:
+                    outputs = [np.empty(padded.shape[:2] + p.shape[2:], np.float32) for p in pieces]
+                for whole, piece in zip(outputs, pieces):
+                    whole[cy0:cy1, cx0:cx1] = piece[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+        outputs = [o[:height, :width] for o in outputs]
+    return [outputs[0][..., 0], *outputs[1:]]
+
+
+def probability_map(model, image: np.ndarray, **tiling) -> np.ndarray:
+    """Defect probability (H, W) for one image (H, W, 3) in [0, 1] at model resolution
+    (:func:`model_outputs`' first)."""
+    return model_outputs(model, image, **tiling)[0]
 
 
 def resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -90,16 +108,36 @@ def resize_probability(probability: np.ndarray, size: tuple[int, int]) -> np.nda
         tuple(size), Image.Resampling.BILINEAR))
 
 
+@dataclass
+class PhotoPrediction:
+    """What :meth:`Predictor.predict_photo` tells of one photo, at its own size unless named."""
+    probability: np.ndarray          # defect probability, the photo's size
+    mask: np.ndarray                 # pixels at or above the mask threshold, the photo's size
+    defective: bool                  # the part's call
+    score: float                     # what decided it: the part head's score, or the largest region (px)
+    rule: str                        # head | regions
+    deciding_regions: np.ndarray     # where the call points, the photo's size
+    model_mask: np.ndarray           # the mask at model resolution
+    scale: tuple                     # photo pixels per model pixel, (x, y)
+
+    @property
+    def defect_area_share(self) -> float:
+        return float(self.mask.mean())
+
+    @property
+    def max_probability(self) -> float:
+        return float(self.probability.max()) if self.probability.size else 0.0
+
+
 class Predictor:
     """A run's model with its geometry and operating point: the same mask and the same
     pass/fail call for ``predict``, ``evaluate``, the notebooks and the app.
 
-    The mask shows pixels at or above the point's ``mask_threshold``; a part is called
-    defective when one connected region at or above its ``decision_threshold`` reaches
-    ``min_region`` pixels by its ``region_measure`` (length along the skeleton, or area; at
-    model resolution). Each keyword given here overrides the one
-    value it names (:meth:`scratch_utils.runs.OperatingPoint.with_overrides`). Photos over
-    ``max_megapixels`` (read from the header) are refused before decoding."""
+    The mask shows pixels at or above the point's ``mask_threshold``; the part is called by the
+    point's rule (:mod:`scratch_utils.decision`): the part head's score, or one connected region
+    reaching ``min_region`` pixels by its ``region_measure``. Each keyword given here overrides
+    the one value it names (:meth:`scratch_utils.decision.OperatingPoint.with_overrides`).
+    Photos over ``max_megapixels`` (read from the header) are refused before decoding."""
 
     def __init__(self, run: str | os.PathLike, mask_threshold: float | None = None,
                  decision_threshold: float | None = None, min_region: int | None = None,
@@ -110,7 +148,18 @@ class Predictor:
         self.point = load_operating_point(run).with_overrides(mask_threshold, decision_threshold, min_region,
                                                               region_measure)
         self.model = model if model is not None else load_run_model(run)
+        self.head = load_part_head(run) if self.point.rule == "head" else None
         self.max_megapixels = max_megapixels
+        self._network = None
+
+    @property
+    def network(self):
+        """What runs on a photo: the model, with its features beside the mask for a part head."""
+        if self.head is None:
+            return self.model
+        if self._network is None or self._network[0] is not self.model:
+            self._network = (self.model, feature_model(self.model))
+        return self._network[1]
 
     def open(self, source) -> tuple[Image.Image, Image.Image]:
         """(photo as people see it, the same photo decoded the way preparation decodes it).
@@ -137,28 +186,30 @@ class Predictor:
         image = model_input_image(photo, layout)
         return np.asarray(image, dtype=np.float32) / 255.0, layout
 
-    def predict_photo(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
-        """Probability map and mask at the photo's own size, verdict and area share.
+    def predict_photo(self, photo: Image.Image, model_photo: Image.Image | None = None) -> PhotoPrediction:
+        """The mask at the photo's own size, the part's call and where it points.
 
         Pass ``model_photo`` from :meth:`open` to match preparation pixel for pixel; an
         image already in memory alone is resized from full resolution (nearly the same)."""
         width, height = photo.size
         x, layout = self.model_input(model_photo or photo, (width, height))
-        probability = probability_map(self.model, x)
-        content = probability[layout.y0:layout.y0 + layout.box_h, layout.x0:layout.x0 + layout.box_w]
-        point = self.point
-        model_mask = content >= point.mask_threshold
-        above = content >= point.decision_threshold
-        region = region_sizes(above)[point.region_measure]
-        deciding = deciding_regions(above, point.region_measure, point.min_region)
+        outputs = model_outputs(self.network, x)
+        box = (slice(layout.y0, layout.y0 + layout.box_h), slice(layout.x0, layout.x0 + layout.box_w))
+        content, point = outputs[0][box], self.point
+        if self.head is not None:
+            score = float(head_scores(self.head, [head_input(content, outputs[1][box])])[0])
+            defective, deciding = score >= point.decision_threshold, peak_region(content, point.mask_threshold)
+        else:
+            above = content >= point.decision_threshold
+            score = float(region_sizes(above)[point.region_measure])
+            defective = bool(called_defective(score, point.min_region))
+            deciding = deciding_regions(above, point.region_measure, point.min_region)
         full = resize_probability(content, (width, height))
-        mask = full >= point.mask_threshold
-        return {"probability": full, "mask": mask, "defective": bool(called_defective(region, point.min_region)),
-                "defect_area_share": float(mask.mean()), "max_probability": float(content.max()),
-                "largest_region": region, "region_measure": point.region_measure,
-                "deciding_regions": resize_probability(deciding.astype(np.float32), (width, height)) >= 0.5,
-                "model_mask": model_mask,
-                "scale": (width / layout.box_w, height / layout.box_h)}
+        return PhotoPrediction(
+            probability=full, mask=full >= point.mask_threshold, defective=bool(defective), score=score,
+            rule=point.rule, model_mask=content >= point.mask_threshold,
+            deciding_regions=resize_probability(deciding.astype(np.float32), (width, height)) >= 0.5,
+            scale=(width / layout.box_w, height / layout.box_h))
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -169,7 +220,7 @@ def _inputs(path: Path) -> list[Path]:
     raise FileNotFoundError(f"input {path} does not exist")
 
 
-PREDICTION_FIELDS = ["stem", "source", "defective", "defect_area_share", "max_probability"]
+PREDICTION_FIELDS = ["stem", "source", "defective", "score", "defect_area_share", "max_probability"]
 
 
 def predict(run, inputs, out, progress: bool = True,
@@ -197,12 +248,11 @@ def predict(run, inputs, out, progress: bool = True,
         result = predictor.predict_photo(photo, model_photo)
         stem = (path.stem if inputs.is_file()
                 else path.relative_to(inputs).with_suffix("").as_posix().replace("/", "__"))
-        atomic_write_bytes(out / f"{stem}.png", png_bytes(mask_image(result["mask"])))
-        atomic_write_bytes(out / f"{stem}_overlay.png", png_bytes(overlay_image(photo, result["mask"])))
-        rows.append({"stem": stem, "source": str(path),
-                     "defective": "yes" if result["defective"] else "no",
-                     "defect_area_share": round(result["defect_area_share"], 6),
-                     "max_probability": round(result["max_probability"], 4)})
+        atomic_write_bytes(out / f"{stem}.png", png_bytes(mask_image(result.mask)))
+        atomic_write_bytes(out / f"{stem}_overlay.png", png_bytes(overlay_image(photo, result.mask)))
+        rows.append({"stem": stem, "source": str(path), "defective": "yes" if result.defective else "no",
+                     "score": round(result.score, 4), "defect_area_share": round(result.defect_area_share, 6),
+                     "max_probability": round(result.max_probability, 4)})
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=PREDICTION_FIELDS, lineterminator="\n")
     writer.writeheader()

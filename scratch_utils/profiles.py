@@ -32,6 +32,7 @@ class TrainConfig:
     tile_size: int = 128                   # training crops at the working scale (whole photo if smaller)
     tiles_per_epoch: int = 1280            # 0: one tile per training photo
     defect_share: float = 0.9              # share of tiles centred on a defect pixel
+    hard_negative_share: float = 0.0       # share of tiles on good photos where the model fires (mined as it trains)
     tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
     augment: bool = True
     normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
@@ -41,6 +42,7 @@ class TrainConfig:
     freeze_encoder_epochs: int = 0         # vgg16_unet: epochs with a frozen encoder first ...
     fine_tune_lr_factor: float = 0.1       # ... then the encoder trains at learning_rate * this
     precision: str = "float32"             # float32 | mixed_bfloat16 (CPUs with bf16 units); any GPU: mixed_float16
+    decision: str = "regions"              # how a part is called: regions | head (scratch_utils.decision)
     seed: int = 0
     deterministic: bool = False
 

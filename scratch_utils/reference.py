@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import choose_operating_point, split_scores
+from .compare import split_scores
+from .decision import choose_operating_point
 from .evaluation import SplitPredictions, scores, sweep
 from .dataset import Prepared
 

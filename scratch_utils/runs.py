@@ -6,8 +6,11 @@ A run folder holds:
 - ``config.json``: how it was trained (:class:`scratch_utils.train.TrainConfig`, the prepared
   folder and its geometry, timings);
 - ``operating_point.json``: the **operating point**, chosen once on the validation photos and
-  read from here by everything that makes a mask or a pass/fail call (:class:`OperatingPoint`);
-- ``metrics.json``: validation and test scores at the photos' own resolution at that point;
+  read from here by everything that makes a mask or a pass/fail call
+  (:class:`scratch_utils.decision.OperatingPoint`);
+- ``part_head.keras``: the part head that makes the call, when the point's rule is ``head``;
+- ``metrics.json``: validation and test scores at the photos' own resolution at that point, the
+  region rule's beside it, and the warnings ``train`` printed;
 - ``history.csv`` and ``training_curves.png``: the per-epoch log;
 - ``predictions/``: validation and test probabilities, reused by notebook 05.
 
@@ -18,70 +21,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .decision import OperatingPoint
 from .files import atomic_write_json
 from .geometry import Geometry
-from .metrics import REGION_MEASURES
 
-# What a run folder holds changed (5: `target_met` is the plant's whole target, caught and false
-# alarms; metrics.json says when a model has not learned); an older run is trained again rather
-# than read with fields it lacks.
-RUN_FORMAT = 5
-TARGET_DETECTION = 0.95     # the plant's target: share of defective parts caught ...
-TARGET_FALSE_ALARMS = 0.05  # ... with at most this share of good parts flagged
-
-
-@dataclass
-class OperatingPoint:
-    """The thresholds a run is used at, chosen on validation photos by ``train``.
-
-    - ``mask_threshold``: a pixel is masked at or above it (the mask a user sees and every
-      pixel score; chosen for the best Dice);
-    - ``decision_threshold``, ``min_region`` and ``region_measure``: a part is called defective
-      when one connected region of pixels at or above ``decision_threshold`` reaches
-      ``min_region`` pixels at model resolution, measured along its skeleton (``length``: a
-      scratch is long, a speck compact) or as its ``area`` (chosen on validation to catch
-      ``target`` of the defective parts with the fewest false alarms on good ones).
-
-    On the split it was chosen on, ``detection_target_met`` says it catches ``target`` of the
-    defective parts, and ``target_met`` that it meets the plant's whole target: that, with at
-    most ``false_alarm_limit`` of the good parts flagged.
-    """
-    mask_threshold: float
-    decision_threshold: float
-    min_region: int
-    region_measure: str = "length"
-    detection_rate: float = float("nan")    # on the split it was chosen on
-    false_alarm_rate: float = float("nan")
-    detection_target_met: bool = False
-    target_met: bool = False
-    target: float = TARGET_DETECTION
-    false_alarm_limit: float = TARGET_FALSE_ALARMS
-    chosen_on: str = "val"
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "OperatingPoint":
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def with_overrides(self, mask_threshold: float | None = None,
-                       decision_threshold: float | None = None,
-                       min_region: int | None = None, region_measure: str | None = None) -> "OperatingPoint":
-        """This point with the named values replaced (``None`` keeps the chosen one)."""
-        if region_measure is not None and region_measure not in REGION_MEASURES:
-            raise ValueError(f"region_measure must be one of {', '.join(REGION_MEASURES)}, not {region_measure!r}")
-        values = self.as_dict()
-        for key, value in (("mask_threshold", mask_threshold), ("decision_threshold", decision_threshold),
-                           ("min_region", min_region), ("region_measure", region_measure)):
-            if value is not None:
-                values[key] = value
-                values["chosen_on"] = "overridden"
-        return OperatingPoint(**values)
+# What a run folder holds changed (6: the part head, `part_head.keras`, and an operating point
+# chosen on located detection with a margin; metrics.json says when a model has not learned);
+# an older run is trained again rather than read with fields it lacks.
+RUN_FORMAT = 6
+PART_HEAD = "part_head.keras"
 
 
 def _file(run, name: str) -> Path:
@@ -119,6 +69,15 @@ def load_run_config(run: str | os.PathLike) -> dict:
 
 def run_geometry(config: dict) -> Geometry:
     return Geometry.from_dict(config["geometry"])
+
+
+def load_part_head(run: str | os.PathLike):
+    """The run's part head (:mod:`scratch_utils.decision`), or None when it has none."""
+    path = Path(run) / PART_HEAD
+    if not path.is_file():
+        return None
+    import keras
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 
 def load_run_model(run: str | os.PathLike):

@@ -40,7 +40,7 @@ from scipy import ndimage
 from .errors import ItemError, PhotoTooLarge
 from .files import atomic_write_bytes
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
-from .metrics import EIGHT_NEIGHBOURS
+from .decision import EIGHT_NEIGHBOURS
 from .photos import mask_image, overlay_image, png_bytes
 from .predict import Predictor
 
@@ -148,18 +148,17 @@ class MaskService:
                                       else 0.8 * self.seconds_per_photo + 0.2 * seconds)
         width, height = photo.size
         point = self.predictor.point
-        boxes = defect_boxes(result["model_mask"], *result["scale"])
-        return {"verdict": "defective" if result["defective"] else "good",
-                "defective": bool(result["defective"]),
-                "defect_area_share": round(result["defect_area_share"], 6),
-                "max_probability": round(result["max_probability"], 4),
+        boxes = defect_boxes(result.model_mask, *result.scale)
+        return {"verdict": "defective" if result.defective else "good", "defective": result.defective,
+                "defect_area_share": round(result.defect_area_share, 6),
+                "max_probability": round(result.max_probability, 4),
                 "boxes": boxes, "width": width, "height": height,
                 "mask_threshold": point.mask_threshold, "decision_threshold": point.decision_threshold,
+                "rule": point.rule, "rule_text": point.describe(), "score": round(result.score, 4),
                 "min_region": point.min_region, "region_measure": point.region_measure,
-                "largest_region": result["largest_region"],
                 "model": self.run.name,
-                "mask_png_base64": _png_base64(mask_image(result["mask"])),
-                "overlay_png_base64": _png_base64(overlay_image(photo, result["mask"]))}
+                "mask_png_base64": _png_base64(mask_image(result.mask)),
+                "overlay_png_base64": _png_base64(overlay_image(photo, result.mask))}
 
 
 def _error(status: int, message: str, **details):

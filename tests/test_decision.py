@@ -3,7 +3,8 @@ call was made, bootstrap intervals, and the ridge-filter reference."""
 import numpy as np
 import pytest
 
-from scratch_utils.metrics import bootstrap_interval, called_defective, deciding_regions, region_sizes
+from scratch_utils.decision import called_defective, deciding_regions, region_sizes
+from scratch_utils.metrics import bootstrap_interval
 from test_metrics import split_predictions
 
 
@@ -38,7 +39,7 @@ def test_deciding_regions_keep_only_the_regions_that_made_the_call():
 
 def test_a_length_decision_is_chosen_on_validation_when_specks_are_as_large_as_scratches():
     from tests.test_metrics import split_predictions
-    from scratch_utils.compare import choose_operating_point
+    from scratch_utils.decision import choose_operating_point
     truths = np.zeros((6, 40, 60), bool)
     probabilities = np.zeros((6, 40, 60), np.float32)
     line, blob = line_and_blob()
@@ -58,7 +59,7 @@ def test_a_length_decision_is_chosen_on_validation_when_specks_are_as_large_as_s
 def test_caught_where_the_defect_is_counts_only_calls_that_overlap_the_truth():
     from tests.test_metrics import split_predictions
     from scratch_utils.evaluation import scores
-    from scratch_utils.runs import OperatingPoint
+    from scratch_utils.decision import OperatingPoint
     truths = np.zeros((3, 40, 60), bool)
     probabilities = np.zeros((3, 40, 60), np.float32)
     line, blob = line_and_blob()
@@ -110,7 +111,7 @@ def test_a_model_that_masks_every_photo_is_told_it_has_not_learned():
     """The collapse of a run on real photos: every good photo mostly masked, the decision at the
     top of its grid, most good parts flagged. Each cause gets its own warning; a model that masks
     the defects alone gets none, and target_met means the whole target, caught and false alarms."""
-    from scratch_utils.compare import choose_operating_point, learning_warnings
+    from scratch_utils.decision import choose_operating_point, learning_warnings
     truths = np.zeros((8, 16, 16), bool)
     truths[:4, 8, 2:14] = True                      # 4 defective parts (a scratch each), 4 good
     painted = np.full((8, 16, 16), 0.7, np.float32)  # every photo painted whole, scratch or not
@@ -120,6 +121,8 @@ def test_a_model_that_masks_every_photo_is_told_it_has_not_learned():
     assert point.detection_target_met and not point.target_met and point.false_alarm_rate == 1.0
     assert any("flags 100% of the good validation parts" in w for w in warnings)
     assert any("mostly masked" in w for w in warnings)
+    assert any("4 good parts" in w and "cannot be resolved" in w for w in warnings)
+    truths = np.concatenate([truths, np.zeros((16, 16, 16), bool)])      # 20 good parts: 5% is one
     learned = split_predictions(truths, np.where(truths, 0.9, 0.01).astype(np.float32))
     good_point = choose_operating_point(learned)
     assert good_point.target_met and good_point.detection_target_met
@@ -127,11 +130,57 @@ def test_a_model_that_masks_every_photo_is_told_it_has_not_learned():
 
 
 def test_a_decision_at_the_edge_of_its_grid_is_flagged():
-    from scratch_utils.compare import choose_operating_point, learning_warnings
+    from scratch_utils.decision import choose_operating_point, learning_warnings
     truths = np.zeros((4, 16, 16), bool)
     truths[:2, 8, 2:14] = True
     faint = np.where(truths, 0.0015, 0.0).astype(np.float32)   # only the lowest threshold sees the scratch
     predictions = split_predictions(truths, faint)
     point = choose_operating_point(predictions)
     assert point.decision_threshold == 0.001
-    assert any("edge of its search grid (threshold 0.001)" in w for w in learning_warnings(predictions, point))
+    assert any("edge of its search (threshold 0.001)" in w for w in learning_warnings(predictions, point))
+
+
+def test_the_decision_keeps_a_margin_and_sits_inside_its_plateau():
+    """40 defective parts, 40 good: 39/40 (97.5%) passes the 95% target but not its margin of one
+    standard error (95% + 3.4 points), so the point that catches all 40 is taken even at one more
+    false alarm; among equally good thresholds the middle one is chosen, not the strictest."""
+    from scratch_utils.decision import choose_operating_point, required_detection
+    truths = np.zeros((80, 8, 8), bool)
+    truths[:40, 4, 1:7] = True
+    probabilities = np.zeros((80, 8, 8), np.float32)
+    probabilities[:39][truths[:39]] = 0.9      # 39 clear scratches
+    probabilities[39][truths[39]] = 0.3        # one faint scratch
+    probabilities[40, 1, 1:7] = 0.35           # one good part with a faint line (flagged below 0.35)
+    predictions = split_predictions(truths, probabilities, (0.1, 0.2, 0.3, 0.5, 0.7, 0.8))
+    point = choose_operating_point(predictions, min_regions=(1, 2))
+    assert required_detection(40) == pytest.approx(0.95 + np.sqrt(0.95 * 0.05 / 40))
+    assert point.located_detection_rate == 1.0 and point.false_alarm_rate == pytest.approx(1 / 40)
+    assert point.decision_threshold in (0.1, 0.2, 0.3)
+    clear = choose_operating_point(split_predictions(truths[:39].tolist() + truths[40:].tolist(),
+                                                     np.concatenate([probabilities[:39], probabilities[40:]]),
+                                                     (0.1, 0.2, 0.3, 0.5, 0.7, 0.8)), min_regions=(1,))
+    assert clear.false_alarm_rate == 0.0 and clear.decision_threshold == 0.5, \
+        "0.5, 0.7, 0.8 all catch every part without a false alarm: the middle one"
+
+
+def test_a_call_away_from_the_defect_does_not_count_as_located():
+    from scratch_utils.decision import calls, choose_operating_point
+    truths = np.zeros((2, 40, 40), bool)
+    truths[0, 10, 5:30] = True
+    probabilities = np.zeros((2, 40, 40), np.float32)
+    probabilities[0, 30, 5:30] = 0.9          # a line 20 rows away from the scratch
+    predictions = split_predictions(truths, probabilities, (0.5,))
+    point = choose_operating_point(predictions, min_regions=(1,))
+    decided = calls(predictions, point)
+    assert decided["called"][0] and not decided["located"][0]
+    assert point.detection_rate == 1.0 and point.located_detection_rate == 0.0
+
+
+def test_with_no_good_part_on_validation_the_false_alarm_rate_is_said_to_be_unknown():
+    from scratch_utils.decision import choose_operating_point, learning_warnings
+    truths = np.zeros((20, 8, 8), bool)
+    truths[:, 4, 1:7] = True
+    predictions = split_predictions(truths, np.where(truths, 0.8, 0.0).astype(np.float32))
+    point = choose_operating_point(predictions)
+    assert point.located_detection_rate == 1.0
+    assert any("no good part" in w for w in learning_warnings(predictions, point))

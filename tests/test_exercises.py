@@ -91,10 +91,10 @@ def test_04_a_random_encoder_or_no_warm_up_trains(prepared, tmp_path, weights, f
 
 
 def test_05_the_validation_split_compares_the_two_measures(run):
-    from scratch_utils import compare, evaluation
+    from scratch_utils import decision, evaluation
     val = evaluation.run_predictions(run, "val")
-    by_area = compare.choose_operating_point(val, measures=("area",))
-    by_length = compare.choose_operating_point(val, measures=("length",))
+    by_area = decision.choose_operating_point(val, measures=("area",))
+    by_length = decision.choose_operating_point(val, measures=("length",))
     assert (by_area.region_measure, by_length.region_measure) == ("area", "length")
     assert 0 <= by_length.false_alarm_rate <= 1 and 0 <= by_area.false_alarm_rate <= 1
 

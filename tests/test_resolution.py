@@ -173,7 +173,7 @@ predictor = Predictor(run, model=model)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 photo, model_photo = predictor.open(photo_path)
 if tiled:
-    shape = list(predictor.predict_photo(photo, model_photo)["mask"].shape)
+    shape = list(predictor.predict_photo(photo, model_photo).mask.shape)
 else:
     x, _ = predictor.model_input(model_photo, photo.size)
     shape = list(probability_map(model, x, max_pixels=10**12).shape)
@@ -223,7 +223,7 @@ def test_an_exif_rotated_photo_gets_a_mask_matching_the_displayed_photo(run, tmp
     predictor = Predictor(run, mask_threshold=0.5, decision_threshold=0.5, model=RedChannelModel())
     photo, model_photo = predictor.open(path)
     assert photo.size == (200, 120)
-    mask = predictor.predict_photo(photo, model_photo)["mask"]
+    mask = predictor.predict_photo(photo, model_photo).mask
     assert mask.shape == (120, 200)
     assert mask[:, 5:35].mean() > 0.95 and mask[:, 60:].mean() < 0.01
 
@@ -232,7 +232,7 @@ def test_scores_use_the_masks_at_the_photos_own_resolution(scaled):
     """A model that paints exactly the prepared (coverage-dilated) masks is perfect at model
     resolution but not against the label polygons at the photo's own size."""
     from scratch_utils.evaluation import SplitPredictions, scores, sweep
-    from scratch_utils.runs import OperatingPoint
+    from scratch_utils.decision import OperatingPoint
     prepared = Prepared.open(scaled)
     rows = prepared.split("test")
     masks = [prepared.prepared_mask(r).astype(np.float16) for r in rows]
@@ -271,8 +271,8 @@ def test_the_app_imports_prediction_photos_and_runs_only():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1000:]
     assert eval(done.stdout) == [f"scratch_utils.{m}" for m in
-                                 ("errors", "files", "geometry", "limits", "metrics", "photos", "predict",
-                                  "runs", "serve")]
+                                 ("decision", "errors", "files", "geometry", "limits", "metrics", "names",
+                                  "photos", "predict", "runs", "serve")]
 
 
 def test_the_predictions_train_keeps_match_a_fresh_prediction(run, scaled):

@@ -64,7 +64,7 @@ def test_the_seeds_squash_is_the_baseline_row_and_the_rest_keep_resolution(rows)
 
 
 def test_committed_operating_points_lie_on_the_search_grid_and_agree_with_validation(rows):
-    from scratch_utils.compare import MIN_REGIONS
+    from scratch_utils.decision import MIN_REGIONS
     from scratch_utils.evaluation import THRESHOLDS
     for row in rows:
         if row["name"] == "flag_every_part":
@@ -79,7 +79,7 @@ def test_chosen_points_lie_inside_their_grids_or_at_a_real_limit(rows):
     """A point chosen at a grid's edge means the optimum may lie beyond it. The threshold grid
     reaches 0.001 and 0.999 (as far as 0 and 1 can matter), the region grid starts at 1 px (a
     real limit) and must never be chosen at its top."""
-    from scratch_utils.compare import MIN_REGIONS
+    from scratch_utils.decision import MIN_REGIONS
     from scratch_utils.evaluation import THRESHOLDS
     assert THRESHOLDS[0] <= 0.001 and THRESHOLDS[-1] >= 0.999 and MIN_REGIONS[0] == 1
     for row in rows:

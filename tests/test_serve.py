@@ -71,13 +71,14 @@ def test_api_answers_like_predict_does(client, run, photos, quality):
     photo = Image.open(io.BytesIO(photos[quality])).convert("RGB")
     predictor = Predictor(run)
     expected = predictor.predict_photo(*predictor.open(photos[quality]))  # `predict`'s code path
-    assert body["defective"] == expected["defective"]
-    assert body["verdict"] == ("defective" if expected["defective"] else "good")
+    assert body["defective"] == expected.defective
+    assert body["verdict"] == ("defective" if expected.defective else "good")
     # the decision `train` wrote into the run folder, applied the same way by the app and `predict`
     written = json.loads((run / "operating_point.json").read_text())
-    assert body["region_measure"] == expected["region_measure"] == written["region_measure"]
-    assert body["min_region"] == written["min_region"] and body["largest_region"] == expected["largest_region"]
-    assert body["defect_area_share"] == pytest.approx(expected["defect_area_share"], abs=1e-6)
+    assert body["rule"] == expected.rule == written["rule"]
+    assert body["region_measure"] == written["region_measure"] and body["min_region"] == written["min_region"]
+    assert body["score"] == pytest.approx(expected.score, abs=1e-4)
+    assert body["defect_area_share"] == pytest.approx(expected.defect_area_share, abs=1e-6)
     assert (body["width"], body["height"]) == photo.size
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png_base64"])))
     overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png_base64"])))

@@ -124,7 +124,7 @@ def test_predict_any_size_and_mode_and_skips_unreadable(run, tmp_path):
     assert set(np.unique(np.asarray(Image.open(tmp_path / "out" / "wide.png")))) <= {0, 255}
     assert Image.open(tmp_path / "out" / "wide_overlay.png").mode == "RGB"
     lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "stem,source,defective,defect_area_share,max_probability" and len(lines) == 3
+    assert lines[0] == "stem,source,defective,score,defect_area_share,max_probability" and len(lines) == 3
     with pytest.raises(ValueError, match="inside the input folder"):
         predict(run, photos, photos / "masks", progress=False)
 
@@ -134,9 +134,9 @@ def test_predictor_threshold_decides(run):
     always = Predictor(run, mask_threshold=0.0, decision_threshold=0.0).predict_photo(photo)
     never = Predictor(run, mask_threshold=1.01, decision_threshold=1.01).predict_photo(photo)
     only_mask = Predictor(run, mask_threshold=0.0, decision_threshold=1.01).predict_photo(photo)
-    assert only_mask["mask"].all() and not only_mask["defective"], "each override names one threshold"
-    assert always["defective"] and always["mask"].all() and always["mask"].shape == (48, 64)
-    assert not never["defective"] and not never["mask"].any()
+    assert only_mask.mask.all() and not only_mask.defective, "each override names one threshold"
+    assert always.defective and always.mask.all() and always.mask.shape == (48, 64)
+    assert not never.defective and not never.mask.any()
 
 
 def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
@@ -243,15 +243,15 @@ def test_predictor_masks_at_the_mask_threshold_and_calls_by_one_region_by_its_me
                                      region_measure="area")
     photo = Image.new("RGB", (width, height), (128, 128, 128))
     result = predictor.predict_photo(photo)
-    assert result["largest_region"] == 20          # scratch + halo, specks not added
-    assert result["defective"]
-    assert result["model_mask"][3].sum() == 0 and result["model_mask"][2].sum() == 10
-    assert result["deciding_regions"].sum() > 0 and not result["deciding_regions"][40:].any()
+    assert result.score == 20 and result.rule == "regions"   # scratch + halo, specks not added
+    assert result.defective
+    assert result.model_mask[3].sum() == 0 and result.model_mask[2].sum() == 10
+    assert result.deciding_regions.sum() > 0 and not result.deciding_regions[40:].any()
     predictor.point.min_region = 21
-    assert not predictor.predict_photo(photo)["defective"]
+    assert not predictor.predict_photo(photo).defective
     predictor.point = OperatingPoint(mask_threshold=0.5, decision_threshold=0.3, min_region=10)
     along = predictor.predict_photo(photo)          # by length: the 10-px scratch's centre line
-    assert along["region_measure"] == "length" and 8 <= along["largest_region"] <= 10
+    assert predictor.point.region_measure == "length" and 8 <= along.score <= 10
 
 
 @pytest.mark.slow
@@ -297,7 +297,7 @@ def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_score
 
     from scratch_utils.dataset import Prepared
     from scratch_utils.runs import read_history
-    from scratch_utils.validation import WholePhotoValidation
+    from scratch_utils.train import WholePhotoValidation
     run = train(prepared, tmp_path / "run", TrainConfig(**{**TINY, "epochs": 5, "validate_every": 2}),
                 verbose=0)
     history = read_history(run / "history.csv")
@@ -317,7 +317,7 @@ def test_validation_every_other_epoch_scores_the_last_and_checkpoints_only_score
 
 def test_early_stopping_counts_scored_epochs_only(prepared, tmp_path):
     from scratch_utils.dataset import Prepared
-    from scratch_utils.validation import WholePhotoValidation
+    from scratch_utils.train import WholePhotoValidation
     callback = WholePhotoValidation(Prepared.open(prepared), "bce", every=2, epochs=9,
                                     checkpoint=tmp_path / "m.keras", patience=1)
     callback.set_model(models.unet(None, base_filters=4, depth=2))
@@ -336,7 +336,7 @@ def test_the_operating_point_is_the_validation_search_and_the_epoch_log_is_the_e
     """One home per quantity: the point in the run folder is what the search over the kept
     validation predictions gives, and the per-epoch val_dice is evaluation's pixel Dice at 0.5
     at the photos' own resolution, not a second computation."""
-    from scratch_utils.compare import choose_operating_point
+    from scratch_utils.decision import choose_operating_point
     from scratch_utils.evaluation import pixel_scores, run_predictions
     from scratch_utils.runs import load_operating_point, read_history, read_metrics
     validation = run_predictions(run, "val")
