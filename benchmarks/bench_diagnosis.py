@@ -27,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from scratch_utils.decision import choose_operating_point, false_alarms_at  # noqa: E402
+from scratch_utils.evaluation import run_predictions, scores  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
 from scratch_utils.preparation import prepare  # noqa: E402
 from scratch_utils.profiles import data_root, get_profile  # noqa: E402
@@ -55,6 +57,10 @@ VARIANTS = {
     "tiles_256": {"train": {"tile_size": 256, "tiles_per_epoch": 320}},    # ... in 4x larger tiles: whole photos
     # The two single changes that helped on the real set, together.
     "scale_0.25+lr_5e-4": {"prepare": {"scale": 0.25}, "train": {"learning_rate": 5e-4}},
+    "squash+lr_5e-4": {"prepare": {"size": 128}, "train": {"learning_rate": 5e-4}},
+    # The plant's call: tiles on good photos where the model fires, refreshed every epoch.
+    "hard_negatives_0.1": {"train": {"hard_negative_share": 0.1}},
+    "lr_5e-4+hard_negatives_0.1": {"train": {"learning_rate": 5e-4, "hard_negative_share": 0.1}},
 }
 REPORTED = ("dice", "dice_defective_parts", "auroc", "detection_rate", "false_alarm_rate")
 
@@ -67,11 +73,26 @@ def prepared_folder(set_name: str, source: Path, options: dict) -> Path:
     return out
 
 
-def run_variant(set_name: str, source: Path, name: str, seed: int) -> dict:
+def rule_scores(run: Path) -> dict:
+    """Validation scores of each decision rule the run has (the region rule, and its part head)."""
+    val = run_predictions(run, "val")
+    rules = ("regions", "head") if val.part_scores is not None else ("regions",)
+    found = {}
+    for rule in rules:
+        point = choose_operating_point(val, rule=rule)
+        found[rule] = {"located_detection_rate": point.located_detection_rate,
+                       "false_alarm_rate": point.false_alarm_rate, "false_alarms_at_95": false_alarms_at(val, rule),
+                       "auroc": scores(val, point)["auroc"], "decision": point.describe()}
+    return found
+
+
+def run_variant(set_name: str, source: Path, name: str, seed: int, decision: str = "regions") -> dict:
     variant = VARIANTS[name]
     folder = prepared_folder(set_name, source, variant.get("prepare", {}))
-    config = TrainConfig(**{**BASE, **variant.get("train", {}), "seed": seed})
-    run = train_or_reuse(folder, data_root() / "diagnosis" / set_name / "runs" / f"{name}-s{seed}", config, verbose=0)
+    config = TrainConfig(**{**BASE, "decision": decision, **variant.get("train", {}), "seed": seed})
+    tag = "" if decision == "regions" else f"-{decision}"
+    run = train_or_reuse(folder, data_root() / "diagnosis" / set_name / "runs" / f"{name}{tag}-s{seed}", config,
+                         verbose=0)
     metrics, history = read_metrics(run), read_history(run / "history.csv")
     val = metrics["val"]
     row = {"variant": name, "seed": seed, **{key: val[key] for key in REPORTED},
@@ -80,6 +101,7 @@ def run_variant(set_name: str, source: Path, name: str, seed: int) -> dict:
            "checkpoint_epoch": int(min((h for h in history if h["val_loss"] == h["val_loss"]),
                                        key=lambda h: h["val_loss"])["epoch"]) + 1,
            "geometry": load_run_config(run)["geometry"], "operating_point": metrics["operating_point"],
+           "decision": decision, "rules": rule_scores(run),
            "train_seconds": load_run_config(run)["extra"]["train_seconds"]}
     print(f"{name:20s} seed {seed}: val Dice {row['dice']:.3f}, per part {row['dice_defective_parts']:.3f}, "
           f"AUROC {row['auroc']:.3f}, false alarms at 95% caught {row['false_alarms_at_95']:.0%}, final training "
@@ -141,13 +163,15 @@ def main() -> None:
     parser.add_argument("--set", required=True, help="default, or NAME=FOLDER")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--decision", default="regions", choices=("regions", "head"),
+                        help="head: train the part head too, and report both rules")
     args = parser.parse_args()
     set_name, source = source_of(args.set)
-    rows = [run_variant(set_name, source, name, seed) for seed in args.seeds for name in args.variants]
+    rows = [run_variant(set_name, source, name, seed, args.decision) for seed in args.seeds for name in args.variants]
     out = HERE / "results" / f"diagnosis_{set_name}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    done = {(r["variant"], r["seed"]) for r in rows}
-    rows = [r for r in previous["runs"] if (r["variant"], r["seed"]) not in done] + rows
+    done = {(r["variant"], r["seed"], r.get("decision", "regions")) for r in rows}
+    rows = [r for r in previous["runs"] if (r["variant"], r["seed"], r.get("decision", "regions")) not in done] + rows
     rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
     result = {"benchmark": "diagnosis", "set": set_name, "base": BASE, "scored_on": "validation split, photo resolution",
               "variants": {name: VARIANTS[name] for name in dict.fromkeys(r["variant"] for r in rows)},

@@ -184,3 +184,46 @@ def test_with_no_good_part_on_validation_the_false_alarm_rate_is_said_to_be_unkn
     point = choose_operating_point(predictions)
     assert point.located_detection_rate == 1.0
     assert any("no good part" in w for w in learning_warnings(predictions, point))
+
+
+def test_the_part_head_learns_what_the_region_rule_cannot_tell_apart():
+    """Good parts with a long bright seam, defective parts with a scratch of the same length but a
+    feature channel that says 'scratch': the region rule sees two equal regions, the head
+    separates them from the features."""
+    from scratch_utils.decision import fit_head, head_input, head_scores
+    rng = np.random.default_rng(0)
+    inputs, labels = [], []
+    for k in range(60):
+        defective = k % 2 == 0
+        probability = np.zeros((32, 48), np.float32)
+        row = rng.integers(4, 28)
+        probability[row, 8:40] = 0.9                      # a long line on every part
+        features = rng.normal(0, 0.05, (32, 48, 4)).clip(0).astype(np.float32)
+        features[row, 8:40, 1 if defective else 2] = 1.0  # which feature fires tells them apart
+        inputs.append(head_input(probability, features))
+        labels.append(defective)
+    assert inputs[0].shape == (8, 12, 5) and inputs[0].dtype == np.float16
+    head = fit_head(inputs[:40], labels[:40], seed=0, epochs=40)
+    scores = head_scores(head, inputs[40:])
+    held_out = np.asarray(labels[40:])
+    assert scores[held_out].min() > scores[~held_out].max(), "every held-out defective part above every good one"
+
+
+def test_hard_negative_tiles_come_from_the_places_mined(scaled):
+    """With places mined on good photos, the hard share of tiles lands on them (within a quarter
+    tile), and the others keep their kinds."""
+    import tensorflow as tf  # noqa: F401
+    from scratch_utils.dataset import Prepared
+    from scratch_utils.pipeline import HardNegatives, sample_tiles
+    prepared = Prepared.of(scaled)
+    rows = prepared.split("train")
+    good = [k for k, row in enumerate(rows) if row["quality"] == "good"]
+    hard = HardNegatives()
+    hard.update(np.array([[good[0], 20, 30]]))
+    tiles = sample_tiles(prepared, 200, tile_size=32, defect_share=0.5, seed=3, hard_negatives=hard, hard_share=0.3)
+    on_place = [t for t in tiles if t["stem"] == rows[good[0]]["stem"] and abs(t["y0"] + 16 - 20) <= 16]
+    share = len(on_place) / len(tiles)
+    assert 0.2 < share < 0.45, share
+    assert abs(np.mean([t["centred"] for t in tiles]) - 0.5) < 0.1
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        sample_tiles(prepared, 1, tile_size=32, defect_share=0.8, hard_negatives=hard, hard_share=0.3)

@@ -10,6 +10,7 @@ from PIL import Image
 keras = pytest.importorskip("keras")
 
 from scratch_utils import models  # noqa: E402
+from scratch_utils.dataset import Prepared  # noqa: E402
 from scratch_utils.errors import WeightsUnavailable  # noqa: E402
 from scratch_utils.predict import Predictor, predict  # noqa: E402
 from scratch_utils.runs import OperatingPoint, load_run_model, save_operating_point  # noqa: E402
@@ -372,3 +373,29 @@ def test_train_help_shows_the_profiles_own_defaults_and_train_uses_them(profile,
     with pytest.raises(Exception):        # stops after train (no run folder to read): the config is what counts
         cli.main(["train", "--profile", profile, "--data", "x", "--out", "y"])
     assert captured["c"] == config
+
+
+def test_a_run_decided_by_its_part_head_keeps_it_and_every_reader_applies_it(prepared, tmp_path):
+    """train with decision="head" and hard negatives: the run keeps part_head.keras, its point's
+    rule is head, and predict's Predictor, the kept predictions and the scores agree on the calls."""
+    from conftest import TINY
+
+    from scratch_utils.decision import calls
+    from scratch_utils.evaluation import run_predictions
+    from scratch_utils.profiles import TrainConfig
+    from scratch_utils.runs import PART_HEAD, load_operating_point, read_metrics
+    run = train(prepared, tmp_path / "head", TrainConfig(**{**TINY, "epochs": 2, "decision": "head",
+                                                           "hard_negative_share": 0.3}), verbose=0)
+    assert (run / PART_HEAD).is_file()
+    point = load_operating_point(run)
+    assert point.rule == "head" and read_metrics(run)["test"]["rule"] == "head"
+    test = run_predictions(run, "test")
+    assert test.part_scores is not None and len(test.part_scores) == len(test.rows)
+    predictor = Predictor(run)
+    source = Prepared.open(prepared)
+    for k, row in enumerate(test.rows[:4]):
+        result = predictor.predict_photo(*predictor.open(source.source_photo(row)))
+        assert result.rule == "head"
+        assert result.score == pytest.approx(float(test.part_scores[k]), abs=0.02)
+    assert read_metrics(run)["test"]["detection_rate"] == pytest.approx(
+        calls(test, point)["called"][test.is_defective].mean())
