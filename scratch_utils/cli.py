@@ -103,8 +103,8 @@ def _predict(args) -> int:
 
 def _serve(args) -> int:
     from .serve import serve
-    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          max_megapixels=args.max_megapixels, max_wait_s=args.max_wait_s,
+    serve(args.model, host=args.host, port=args.port, development=args.development,
+          max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, max_wait_s=args.max_wait_s,
           save_uploads=args.save_uploads, **_overrides(args))
     return 0
 
@@ -251,6 +251,8 @@ def _use_commands(commands) -> None:
                     help="seconds a request may queue for the model before it gets 503 with "
                          "Retry-After (default %(default)s)")
     _operating_point_overrides(sv)
+    sv.add_argument("--development", action="store_true",
+                    help="Werkzeug's development server instead of waitress (not for production)")
     sv.add_argument("--save-uploads", dest="save_uploads", default=None,
                     help="keep a copy of each upload in this folder (off by default)")
     sv.set_defaults(run=_serve)

@@ -257,9 +257,36 @@ def create_app(run, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     return app
 
 
-def serve(run, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
-    """Run the app with Werkzeug's threaded server (debug off)."""
-    from werkzeug.serving import run_simple
+SERVER_THREADS = 4   # requests handled at once (one inference at a time; /healthz never waits)
+
+
+def production_server(app: Flask, host: str, port: int, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                      threads: int = SERVER_THREADS):
+    """A waitress WSGI server for the app (pure Python, meant for production, unlike Werkzeug's
+    development server). Upload bodies stay in memory up to the app's limit, so an upload never
+    touches the disk, and a body over twice the limit is cut by waitress itself."""
+    from waitress import create_server
+    limit = int(max_upload_mb * 1024 * 1024)
+    return create_server(app, host=host, port=port, threads=threads, inbuf_overflow=2 * limit + 65536,
+                         max_request_body_size=2 * limit + 65536, ident="scratch-utils")
+
+
+def serve(run, host: str = "127.0.0.1", port: int = 8000, development: bool = False, **kwargs) -> None:
+    """Serve the app on waitress (debug off); ``development=True`` uses Werkzeug's development
+    server instead (single machine, reloads nothing, not for a paint line)."""
     app = create_app(run, **kwargs)
-    print(f"serving {run} on http://{host}:{port}/  (Ctrl-C to stop)")
-    run_simple(host, port, app, threaded=True, use_debugger=False, use_reloader=False)
+    if development:
+        from werkzeug.serving import run_simple
+        print(f"serving {run} on http://{host}:{port}/ with Werkzeug's development server (Ctrl-C to stop)",
+              flush=True)
+        run_simple(host, port, app, threaded=True, use_debugger=False, use_reloader=False)
+        return
+    server = production_server(app, host, port, kwargs.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB))
+    print(f"serving {run} on http://{host}:{port}/ with waitress, {SERVER_THREADS} threads (Ctrl-C to stop)",
+          flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -263,19 +263,57 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(run):
-    from werkzeug.serving import make_server
+    """The app on the production server `serve` runs (waitress), on a free local port."""
+    from scratch_utils.serve import production_server
     port = free_port()
-    httpd = make_server("127.0.0.1", port, create_app(run), threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    httpd = production_server(create_app(run), "127.0.0.1", port)
+    thread = threading.Thread(target=httpd.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{port}"
-    httpd.shutdown()
+    httpd.close()
 
 
 def multipart(body: bytes, name: str = "p.jpg", boundary: str = "scratchboundary") -> tuple[bytes, str]:
     payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
                f"Content-Type: application/octet-stream\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
     return payload, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.slow
+def test_the_production_server_keeps_uploads_in_memory_and_refuses_oversize_ones(run, monkeypatch):
+    """On waitress, `serve`'s server: a 1.5 MB upload is answered with no temporary file (waitress
+    spools bodies over 512 KB by default), and an upload over the limit gets the app's JSON 413."""
+    import urllib.error
+    import urllib.request
+
+    import waitress.buffers
+
+    from scratch_utils.serve import production_server
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("waitress wrote an upload to a temporary file")
+
+    monkeypatch.setattr(waitress.buffers.TempfileBasedBuffer, "newfile", no_disk)
+    port = free_port()
+    httpd = production_server(create_app(run, max_upload_mb=2), "127.0.0.1", port, max_upload_mb=2)
+    threading.Thread(target=httpd.run, daemon=True).start()
+    try:
+        noise = np.random.default_rng(1).integers(0, 255, (800, 800, 3), dtype=np.uint8)
+        data = png_bytes(Image.fromarray(noise))
+        assert 1_000_000 < len(data) < 2 * 1024 * 1024
+        payload, content_type = multipart(data, "big.png")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/mask", data=payload, method="POST",
+                                         headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200 and "verdict" in json.loads(response.read())
+        payload, content_type = multipart(os.urandom(3 * 1024 * 1024), "huge.jpg")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/mask", data=payload, method="POST",
+                                         headers={"Content-Type": content_type})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 413 and "2 MB limit" in json.loads(refused.value.read())["error"]
+    finally:
+        httpd.close()
 
 
 @pytest.mark.slow
@@ -363,9 +401,9 @@ def test_cli_serve_starts_and_answers(run):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"})
     try:
-        # Werkzeug logs "Running on http://..." once its socket listens.
+        # serve prints its address once the socket listens (waitress binds it on creation).
         for line in process.stdout:
-            if "Running on http://127.0.0.1" in line:
+            if f"on http://127.0.0.1:{port}/ with waitress" in line:
                 break
         else:
             raise AssertionError("the server exited before it listened")
