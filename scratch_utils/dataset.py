@@ -20,10 +20,8 @@ from pycocotools import mask as mask_utils
 
 from .geometry import Geometry
 from .names import SPLITS
+from .preparation import INCOMPLETE, MANIFEST, SUMMARY, prepare
 
-MANIFEST = "manifest.csv"
-SUMMARY = "preparation.json"   # the settings and counts of the last `prepare`
-INCOMPLETE = ".prepare_incomplete"   # there while a `prepare` runs, or after one that stopped
 
 
 def read_manifest(folder: Path) -> list[dict]:
@@ -186,7 +184,6 @@ def ensure_prepared(profile=None, source: str | os.PathLike | None = None,
     code. The geometry is the automatic working scale, or with ``square=128`` the 128-px squash
     (the baseline). Returns the folder (:func:`prepared_folder`), opened.
     """
-    from .preparation import prepare
     from .profiles import get_profile
     profile = get_profile(profile) if not hasattr(profile, "name") else profile
     out = prepared_folder(profile, source, square)

@@ -34,9 +34,11 @@ from .limits import DEFAULT_MAX_MEGAPIXELS
 from .masks import MIN_COVERAGE, defect_measures, prepared_mask, rle_json
 from .parallel import parallel_map
 from .photos import model_input_image, open_photo, png_bytes
-from .dataset import INCOMPLETE, MANIFEST, SUMMARY
 from .sources import FORMATS, Item, discover, scan_source
 
+MANIFEST = "manifest.csv"
+SUMMARY = "preparation.json"          # the settings and counts of the last `prepare`
+INCOMPLETE = ".prepare_incomplete"    # there while a `prepare` runs, or after one that stopped
 MANIFEST_FIELDS = ["stem", "source_image", "label_file", "quality", "width", "height",
                    "defect_share", "n_defects", "split"]
 STATE_FILE = ".prepare_state.json"

@@ -35,9 +35,10 @@ def test_functions_are_at_most_60_lines_and_no_class_is_defined_inside_a_functio
 
 
 def module_imports(path: Path) -> set[str]:
-    """The package modules a module imports when it is imported (top level, not in functions)."""
+    """The package modules a module imports, at its top and inside its functions alike (an
+    import deferred into a function is still a dependency, and a cycle through it still one)."""
     found = set()
-    for node in tree(path).body:
+    for node in ast.walk(tree(path)):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
             if node.module:
                 found.add(node.module.split(".")[0])
