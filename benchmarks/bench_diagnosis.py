@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -36,6 +37,8 @@ from scratch_utils.runs import load_run_config, read_history, read_metrics  # no
 from scratch_utils.train import TrainConfig, train_or_reuse  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_recipe import summarise  # noqa: E402
 
 # The default profile's U-Net recipe when this diagnosis began (docs/recipe.md, "recipe").
 BASE = {"model": "unet", "loss": "bce_dice", "epochs": 8, "base_filters": 8, "batch_size": 4,
@@ -116,18 +119,6 @@ LABELS = {"dice": "val Dice", "dice_defective_parts": "Dice per defective part",
           "train_seconds": "train s"}
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Per variant: mean and (min, max) over seeds of each reported score."""
-    summary = {}
-    for name in dict.fromkeys(row["variant"] for row in rows):
-        mine = [row for row in rows if row["variant"] == name]
-        summary[name] = {"seeds": len(mine), **{
-            key: {"mean": round(float(np.mean([r[key] for r in mine])), 6),
-                  "min": round(float(np.min([r[key] for r in mine])), 6),
-                  "max": round(float(np.max([r[key] for r in mine])), 6)} for key in SUMMARISED}}
-    return summary
-
-
 def change_text(variant: dict) -> str:
     parts = [f"prepare {k} {v:g}" for k, v in variant.get("prepare", {}).items()]
     parts += [f"{k} {v}" for k, v in variant.get("train", {}).items()]
@@ -175,7 +166,7 @@ def main() -> None:
     rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
     result = {"benchmark": "diagnosis", "set": set_name, "base": BASE, "scored_on": "validation split, photo resolution",
               "variants": {name: VARIANTS[name] for name in dict.fromkeys(r["variant"] for r in rows)},
-              "summary": summarise(rows), "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
+              "summary": summarise(rows, SUMMARISED), "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
     atomic_write_json(out, result)
     print(markdown_table(result))
     print(f"wrote {out.relative_to(HERE.parent)}")

@@ -107,15 +107,15 @@ def run_variant(name: str, seed: int, folders, runs: Path, base: dict) -> dict:
     return row
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Per variant: mean and (min, max) over seeds of each reported score."""
+def summarise(rows: list[dict], keys=SUMMARISED) -> dict:
+    """Per variant: mean and (min, max) over seeds of each of ``keys``."""
     summary = {}
     for name in dict.fromkeys(row["variant"] for row in rows):
         mine = [row for row in rows if row["variant"] == name]
         summary[name] = {"seeds": len(mine), **{
             key: {"mean": round(float(np.mean([r[key] for r in mine])), 6),
                   "min": round(float(np.min([r[key] for r in mine])), 6),
-                  "max": round(float(np.max([r[key] for r in mine])), 6)} for key in SUMMARISED}}
+                  "max": round(float(np.max([r[key] for r in mine])), 6)} for key in keys}}
     return summary
 
 

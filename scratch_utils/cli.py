@@ -9,7 +9,7 @@ import sys
 from .geometry import FITS
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
 
-from .names import ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, REGION_MEASURES, SPLITS
+from .names import DECISION_RULES, ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, REGION_MEASURES, SPLITS
 from .profiles import PROFILE_NAMES
 from .sources import FORMATS
 
@@ -57,7 +57,7 @@ def _train(args) -> int:
     from .profiles import get_profile
     from .train import train
     weights = None if args.encoder_weights in (None, "none") else args.encoder_weights
-    given = {name: getattr(args, name) for name, _, _ in TRAIN_FLAGS if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in TRAIN_HELP if getattr(args, name) is not None}
     config = get_profile(args.profile).train_config(args.model, weights, **given)   # incl. the VGG warm-up rule
     run = train(args.data, args.out, config, overwrite=args.overwrite)
     from .runs import read_metrics
@@ -183,21 +183,25 @@ def _data_commands(commands) -> None:
     prep.set_defaults(run=_prepare)
 
 
-# train's flags for TrainConfig fields: (field, type, help); their defaults are the profile's.
-TRAIN_FLAGS = (
-    ("epochs", int, "epochs"),
-    ("batch_size", int, "tiles per batch"),
-    ("base_filters", int, "filters of the first block (the U-Net doubles them at each level)"),
-    ("loss", str, "training loss"),
-    ("learning_rate", float, "Adam's learning rate, before cosine decay"),
-    ("freeze_encoder_epochs", int, "vgg16_unet: epochs with a frozen encoder first"),
-    ("tile_size", int, "training crop side (multiple of 16)"),
-    ("defect_share", float, "share of training tiles centred on a defect"),
-    ("tiles_per_epoch", int, "training tiles per epoch (0: one per training photo)"),
-    ("early_stopping", int, "patience in validated epochs (0: off)"),
-    ("validate_every", int, "score the validation photos every n epochs and after the last"),
-    ("seed", int, "random seed"),
-)
+# train's flags, one a TrainConfig field (its type and default come from the profile's config):
+# "field: help" a line.
+TRAIN_FLAGS = """
+epochs: epochs
+batch_size: tiles per batch
+base_filters: filters of the first block (the U-Net doubles them at each level)
+loss: training loss
+learning_rate: Adam's learning rate, before cosine decay
+freeze_encoder_epochs: vgg16_unet: epochs with a frozen encoder first
+tile_size: training crop side (multiple of 16)
+defect_share: share of training tiles centred on a defect
+hard_negative_share: share of training tiles on good photos where the model fires
+tiles_per_epoch: training tiles per epoch (0: one per training photo)
+decision: how a part is called: regions (one long or large region) or head (the part head)
+early_stopping: patience in validated epochs (0: off)
+validate_every: score the validation photos every n epochs and after the last
+seed: random seed
+"""
+TRAIN_HELP = dict(line.split(": ", 1) for line in TRAIN_FLAGS.strip().splitlines())
 
 
 def _training_commands(commands, profile) -> None:
@@ -210,10 +214,11 @@ def _training_commands(commands, profile) -> None:
                     help=f"the recipe every other setting defaults to (default: $SCRATCH_PROFILE or default; "
                          f"the defaults below are the {profile.name} profile's)")
     defaults, vgg = profile.train_config("unet"), profile.train_config("vgg16_unet", "hed")
-    for name, kind, text in TRAIN_FLAGS:
+    choices = {"loss": LOSS_NAMES, "decision": DECISION_RULES}
+    for name, text in TRAIN_HELP.items():
         value, vgg_value = getattr(defaults, name), getattr(vgg, name)
-        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                        choices=LOSS_NAMES if name == "loss" else None,
+        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=None,
+                        choices=choices.get(name),
                         help=f"{text} (default: {value}" + (f"; {vgg_value} for a pretrained vgg16_unet"
                                                              if vgg_value != value else "") + ")")
     tr.add_argument("--encoder-weights", dest="encoder_weights", choices=ENCODER_WEIGHTS,

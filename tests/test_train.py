@@ -362,7 +362,7 @@ def test_train_help_shows_the_profiles_own_defaults_and_train_uses_them(profile,
         cli.main(["train", "--profile", profile, "--help"])
     text = " ".join(capsys.readouterr().out.split("options:", 1)[1].split())
     config = get_profile(profile).train_config("unet")
-    for name, _, _ in cli.TRAIN_FLAGS:
+    for name in cli.TRAIN_HELP:
         flag = f"--{name.replace('_', '-')}"
         shown = re.search(re.escape(flag) + r" \S+ .*?\(default: ([^;)]+)", text).group(1)
         assert shown == str(getattr(config, name)), (flag, shown)
