@@ -26,7 +26,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 
 from scratch_utils.decision import choose_operating_point, false_alarms_at  # noqa: E402
 from scratch_utils.evaluation import run_predictions, scores  # noqa: E402

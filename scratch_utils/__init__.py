@@ -1,14 +1,14 @@
 """Helpers for the car-paint scratch segmentation course.
 
-The notebooks in ``notebooks/`` tell the story; this package holds the reusable parts, one
-small module per step of the pipeline: reading the sources (``sources``, ``labels``),
-opening photos (``photos``), masks (``masks``), preparing (``preparation``) and reading a
-prepared folder (``prepared``), the synthetic set (``synthetic``), tiles and augmentation
-(``pipeline``, ``augment``), models and losses (``models``, ``losses``), training (``train``,
-``validation``, ``resume``) into run folders (``runs``), prediction (``predict``), score
-formulas (``metrics``) and scores (``evaluation``), comparison (``compare``), figures
-(``figures``) and tables (``tables``), the app (``serve``), the course runner
-(``notebooks``) and the command line (``cli``).
+The notebooks in ``notebooks/`` tell the story; this package holds the plumbing, one module per
+concept: the sources and their labels (``sources``, ``labels``), photos (``photos``), masks
+(``masks``), preparing (``preparation``) and the course's data (``dataset``), the synthetic set
+(``synthetic``), the settings (``profiles``), tiles and augmentation (``pipeline``,
+``augment``), models and losses (``models``, ``losses``), training (``train``) into run folders
+(``runs``), the plant's decision (``decision``), prediction (``predict``), score formulas
+(``metrics``) and scores (``evaluation``), the comparison (``compare``, ``reference``),
+figures and tables (``figures``, ``tables``), the app (``serve``), the report and its notebooks
+(``report``, ``notebooks``) and the command line (``cli``). See ``docs/layout.md``.
 """
 
 __version__ = "0.1.0"

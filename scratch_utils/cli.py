@@ -118,7 +118,7 @@ def _links(args) -> int:
 
 
 def _report(args) -> int:
-    from .notebooks import run_all
+    from .report import run_all
     run_all(profile=args.profile, only=args.only)
     return 0
 

@@ -147,7 +147,7 @@ def test_the_report_stops_with_one_line_when_a_notebook_cannot_write(tmp_path, c
     import nbformat
 
     from scratch_utils.errors import OutputError
-    from scratch_utils.notebooks import run_all
+    from scratch_utils.report import run_all
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "raise OSError(28, 'No space left on device', '/data/runs/unet/model.keras')")])
     path = tmp_path / "01_full_disk.ipynb"

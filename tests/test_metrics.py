@@ -220,7 +220,7 @@ def test_detection_curve_is_the_best_of_the_searched_grid_and_the_chosen_point_l
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):
-    from scratch_utils.notebooks import markdown_table, update_readme
+    from scratch_utils.report import markdown_table, update_readme
     row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,
            "input": "scale 0.5, 128 px tiles",
            "train_seconds": 240.0, "inference_ms_per_photo": 12.5, "mask_threshold": 0.7, "decision_threshold": 0.4, "min_region": 3,

@@ -82,7 +82,7 @@ def test_notebook_normalisation_drops_run_noise_and_keeps_results():
 def test_report_times_each_cell_from_execution_metadata():
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    from scratch_utils.notebooks import cell_seconds
+    from scratch_utils.report import cell_seconds
     timed = new_code_cell("# a comment\nruns = train()", metadata={"execution": {
         "iopub.execute_input": "2026-11-23T12:00:00.500000Z",
         "shell.execute_reply": "2026-11-23T12:03:30.000000Z"}})

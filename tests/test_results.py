@@ -118,7 +118,7 @@ def test_the_recipe_page_shows_the_committed_benchmark_numbers():
 def test_readme_conclusions_are_the_ones_the_committed_numbers_give(rows):
     """The README's verdict and rankings are written from results/comparison.json, not by hand:
     a ranking that contradicts the committed numbers fails here."""
-    from scratch_utils.notebooks import README_VERDICT, verdict_block
+    from scratch_utils.report import README_VERDICT, verdict_block
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start, end = README_VERDICT
     assert start in readme and end in readme, "README lacks the verdict markers"
