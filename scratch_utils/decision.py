@@ -142,6 +142,21 @@ def deciding_regions(mask, measure: str, minimum: int) -> np.ndarray:
     return (sizes[measure] >= max(1, int(minimum)))[labels]
 
 
+def region_call(mask, measure: str, minimum: int) -> tuple[int, np.ndarray]:
+    """The region rule on one mask in one labelling: (its largest region by ``measure``, the
+    regions reaching ``minimum``). Only the mask's bounding box is measured, and the skeleton
+    only when the measure is length."""
+    mask = np.asarray(mask, dtype=bool)
+    deciding = np.zeros(mask.shape, bool)
+    if not mask.any():
+        return 0, deciding
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    labels, sizes = measured_regions(mask[box], (measure,))
+    deciding[box] = (sizes[measure] >= max(1, int(minimum)))[labels]
+    return int(sizes[measure].max()), deciding
+
+
 def peak_region(probability: np.ndarray, mask_threshold: float) -> np.ndarray:
     """Where a head's call points: the masked region around the photo's most probable pixel
     (that pixel alone when nothing is masked)."""

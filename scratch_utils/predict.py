@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .decision import (called_defective, deciding_regions, feature_model, head_input, head_scores, peak_region,
-                       region_sizes)
+from .decision import called_defective, feature_model, head_input, head_scores, peak_region, region_call
 from .errors import ItemError
 from .files import atomic_write_bytes, atomic_write_text, is_within, list_images
 from .limits import DEFAULT_MAX_MEGAPIXELS
@@ -129,6 +128,13 @@ class PhotoPrediction:
         return float(self.probability.max()) if self.probability.size else 0.0
 
 
+def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A boolean mask at ``size`` = (width, height), nearest neighbour."""
+    if mask.shape[::-1] == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(tuple(size), Image.Resampling.NEAREST)) > 0
+
+
 class Predictor:
     """A run's model with its geometry and operating point: the same mask and the same
     pass/fail call for ``predict``, ``evaluate``, the notebooks and the app.
@@ -200,15 +206,14 @@ class Predictor:
             score = float(head_scores(self.head, [head_input(content, outputs[1][box])])[0])
             defective, deciding = score >= point.decision_threshold, peak_region(content, point.mask_threshold)
         else:
-            above = content >= point.decision_threshold
-            score = float(region_sizes(above)[point.region_measure])
-            defective = bool(called_defective(score, point.min_region))
-            deciding = deciding_regions(above, point.region_measure, point.min_region)
+            largest, deciding = region_call(content >= point.decision_threshold, point.region_measure,
+                                            point.min_region)
+            score, defective = float(largest), bool(called_defective(largest, point.min_region))
         full = resize_probability(content, (width, height))
         return PhotoPrediction(
             probability=full, mask=full >= point.mask_threshold, defective=bool(defective), score=score,
             rule=point.rule, model_mask=content >= point.mask_threshold,
-            deciding_regions=resize_probability(deciding.astype(np.float32), (width, height)) >= 0.5,
+            deciding_regions=_resized_mask(deciding, (width, height)),
             scale=(width / layout.box_w, height / layout.box_h))
 
 
