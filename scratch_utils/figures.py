@@ -1,7 +1,9 @@
 """Figures: one helper writes every figure, plus the plots the notebooks share (notebooks 01-05).
 
-``save_figure`` writes ``figures/<name>.png`` for the published profiles (default, full)
-and a scratch folder for smoke runs, so tests never overwrite the committed figures.
+``save_figure`` writes ``<folder>/<name>.png``: the notebooks pass the folder
+:func:`scratch_utils.profiles.outputs` gives them (the repository's ``figures/`` for the synthetic
+set of a published profile, a folder beside the data for smoke runs and for photos of your own),
+so tests and your own photos never overwrite the committed figures.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from skimage.morphology import disk
 
 from .metrics import scores_from_counts
 from .photos import DEFECT_COLOUR, overlay
-from .profiles import figures_dir, get_profile
 
 
 
@@ -27,11 +28,11 @@ def write_figure(fig, path, dpi: int = 110) -> None:
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
 
 
-def save_figure(fig, name: str, profile=None, dpi: int = 110) -> None:
-    """Write ``fig`` as ``<figures dir>/<name>.png`` (returns nothing, so a notebook cell
-    ending with it shows the figure, not a path)."""
-    profile = get_profile(profile) if not hasattr(profile, "name") else profile
-    write_figure(fig, figures_dir(profile) / f"{name}.png", dpi)
+def save_figure(fig, name: str, folder, dpi: int = 110) -> None:
+    """Write ``fig`` as ``<folder>/<name>.png`` (the notebooks pass their
+    :func:`scratch_utils.profiles.outputs` ``.figures``); returns nothing, so a notebook cell
+    ending with it shows the figure, not a path."""
+    write_figure(fig, Path(folder) / f"{name}.png", dpi)
 
 
 def show_preparation(rows: list[dict], prepared, title: str = ""):

@@ -158,20 +158,25 @@ def profile_dir(profile: Profile) -> Path:
     return data_root() / profile.name
 
 
-def figures_dir(profile: Profile) -> Path:
-    """The repo's ``figures/`` for published profiles, a scratch folder for smoke runs."""
+@dataclass(frozen=True)
+class Outputs:
+    """Where a notebook writes: trained ``runs``, ``figures`` and ``results``."""
+    runs: Path
+    figures: Path
+    results: Path
+
+
+def outputs(profile: Profile, source: str | os.PathLike | None = None) -> Outputs:
+    """Where a profile's notebooks write. The synthetic set of a published profile writes the
+    repository's ``figures/`` and ``results/`` (what the README shows) when run from a checkout;
+    photos of your own (``source``) always write beside their own data,
+    ``<data>/<profile>/own-<folder>/``, so they never replace the committed results."""
     env = os.environ.get("SCRATCH_FIGURES_DIR")
-    if env:
-        return Path(env).expanduser()
+    if source is not None:
+        base = profile_dir(profile) / f"own-{Path(source).expanduser().name}"
+        return Outputs(base / "runs", Path(env).expanduser() if env else base / "figures", base / "results")
     root = repo_root()
-    if profile.published and root:
-        return root / "figures"
-    return profile_dir(profile) / "figures"
-
-
-def results_dir(profile: Profile) -> Path:
-    """The repo's ``results/`` for published profiles, a scratch folder for smoke runs."""
-    root = repo_root()
-    if profile.published and root:
-        return root / "results"
-    return profile_dir(profile) / "results"
+    published = profile.published and root is not None
+    return Outputs(profile_dir(profile) / "runs",
+                   Path(env).expanduser() if env else root / "figures" if published else profile_dir(profile) / "figures",
+                   root / "results" if published else profile_dir(profile) / "results")

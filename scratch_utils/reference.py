@@ -15,6 +15,7 @@ import numpy as np
 from .compare import split_scores
 from .decision import choose_operating_point
 from .evaluation import SplitPredictions, scores, sweep
+from .parallel import parallel_map
 from .dataset import Prepared
 
 RIDGE_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0)   # Gaussian scales: lines about 1 to 6 px wide
@@ -23,23 +24,34 @@ RIDGE_SCALE_PERCENTILE = 99.5              # the response mapped to 0.5 (set on 
 
 def ridge_response(image: np.ndarray, sigmas=RIDGE_SIGMAS) -> np.ndarray:
     """Sato ridge response of a photo in [0, 1] (H x W or H x W x 3), the stronger of the dark-line
-    and bright-line responses at each pixel."""
-    from skimage.filters import sato
+    and bright-line responses at each pixel: ``max(sato(black_ridges=True), sato(black_ridges=False))``
+    of scikit-image, from one Hessian per scale (a dark line is where its larger eigenvalue is
+    positive, a bright one where its smaller is negative), so half the work of two calls."""
+    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
     grey = np.asarray(image, np.float32)
     grey = grey.mean(axis=2) if grey.ndim == 3 else grey
-    return np.maximum(sato(grey, sigmas=sigmas, black_ridges=True),
-                      sato(grey, sigmas=sigmas, black_ridges=False)).astype(np.float32)
+    response = np.zeros_like(grey)
+    for sigma in sigmas:
+        larger, smaller = hessian_matrix_eigvals(hessian_matrix(grey, sigma, mode="reflect",
+                                                                use_gaussian_derivatives=True))
+        strength = np.maximum(np.maximum(larger, 0), np.maximum(-smaller, 0))
+        response = np.maximum(response, sigma ** 2 * strength)
+    return response.astype(np.float32)
+
+
+def _ridge_task(task) -> np.ndarray:
+    image, box = task
+    x0, y0, w, h = box
+    return ridge_response(image)[y0:y0 + h, x0:x0 + w]
 
 
 def ridge_responses(prepared, split: str, progress: bool = True) -> tuple[list, list]:
     """(rows, responses cut to each photo's box) of a split, at the working geometry."""
-    from tqdm.auto import tqdm
     prepared = Prepared.of(prepared)
     rows = prepared.split(split)
-    responses = []
-    for row in tqdm(rows, desc=f"ridge filter on {split}", unit="photo", disable=not progress):
-        x0, y0, w, h = prepared.box(row)
-        responses.append(ridge_response(prepared.model_input(row))[y0:y0 + h, x0:x0 + w])
+    tasks = ((prepared.model_input(row), prepared.box(row)) for row in rows)
+    responses = parallel_map(_ridge_task, tasks, desc=f"ridge filter on {split}", unit="photo",
+                             progress=progress, chunksize=4)
     return rows, responses
 
 

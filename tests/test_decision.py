@@ -227,3 +227,16 @@ def test_hard_negative_tiles_come_from_the_places_mined(scaled):
     assert abs(np.mean([t["centred"] for t in tiles]) - 0.5) < 0.1
     with pytest.raises(ValueError, match="add up to at most 1"):
         sample_tiles(prepared, 1, tile_size=32, defect_share=0.8, hard_negatives=hard, hard_share=0.3)
+
+
+def test_the_ridge_response_is_scikit_images_sato_both_polarities_from_one_hessian():
+    from skimage.filters import sato
+
+    from scratch_utils.reference import RIDGE_SIGMAS, ridge_response
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 60)).astype(np.float32)
+    image[20, 5:55] += 1.0                                # a bright line
+    image[5:35, 30] -= 1.0                                # a dark one
+    expected = np.maximum(sato(image, sigmas=RIDGE_SIGMAS, black_ridges=True),
+                          sato(image, sigmas=RIDGE_SIGMAS, black_ridges=False))
+    assert np.allclose(ridge_response(image), expected, atol=1e-4)
