@@ -129,7 +129,7 @@ def show_augmented_pairs(originals: tuple, augmented: list[tuple], labels: list[
 
 ROW_COLOURS = {"encoder_decoder": "tab:blue", "unet": "tab:orange", "unet_bce": "tab:green",
                "unet_dice": "tab:red", "vgg16_unet": "tab:purple", "unet_squashed": "tab:brown",
-               "unet_area_rule": "tab:olive", "ridge_filter": "tab:gray", "flag_every_part": "black"}
+               "unet_region_rule": "tab:olive", "ridge_filter": "tab:gray", "flag_every_part": "black"}
 
 
 def row_colour(name: str, index: int):
@@ -137,19 +137,21 @@ def row_colour(name: str, index: int):
     return ROW_COLOURS.get(name, f"C{index % 10}")
 
 
-def plot_comparison_bars(rows: list[dict], split: str = "test",
-                         keys=("dice", "iou", "tolerance_f1", "recall", "detection_rate",
-                               "located_detection_rate", "false_alarm_rate")):
+def plot_comparison_bars(rows: list[dict], chosen: str | None = None, split: str = "test",
+                         keys=("dice", "dice_defective_parts", "located_detection_rate", "false_alarm_rate")):
     """Grouped bars: one group per score, one bar per model (test split, chosen operating
-    point), with the 95% bootstrap interval over parts where the results carry one; the
-    plant's targets drawn on the two scores they apply to."""
-    fig, ax = plt.subplots(figsize=(12, 4.6))
+    point), with the 95% interval over parts where the results carry one; the plant's target
+    and limit drawn on the two scores they apply to; the model ``chosen`` on validation edged
+    in black and named so in the legend."""
+    fig, ax = plt.subplots(figsize=(11, 4.6))
     width = 0.8 / len(rows)
     x = np.arange(len(keys))
     for k, row in enumerate(rows):
         values = np.array([_number(row.get(f"{split}_{key}")) for key in keys])
         positions = x + (k - (len(rows) - 1) / 2) * width
-        ax.bar(positions, values, width, label=row["name"], color=row_colour(row["name"], k))
+        mine = row["name"] == chosen
+        ax.bar(positions, values, width, label=row["name"] + (" (chosen on validation)" if mine else ""),
+               color=row_colour(row["name"], k), edgecolor="black" if mine else "none", linewidth=2 if mine else 0)
         with_interval = [j for j, key in enumerate(keys) if f"{split}_{key}_low" in row]
         if with_interval:   # only the scores that carry a bootstrap interval get an error bar
             low = np.array([_number(row[f"{split}_{keys[j]}_low"], values[j]) for j in with_interval])
@@ -158,19 +160,20 @@ def plot_comparison_bars(rows: list[dict], split: str = "test",
                                np.clip(high - values[with_interval], 0, None)])
             ax.errorbar(positions[with_interval], values[with_interval], yerr=error, fmt="none",
                         elinewidth=0.8, capsize=1.5, ecolor="0.25")
-    names = {"tolerance_f1": "tolerance F1", "detection_rate": "defective caught",
-             "located_detection_rate": "caught where\nthe defect is",
+    names = {"tolerance_f1": "tolerance F1", "detection_rate": "defective caught", "dice": "Dice (pooled)",
+             "dice_defective_parts": "Dice per\ndefective part", "located_detection_rate": "caught where\nthe defect is",
              "false_alarm_rate": "false alarms\n(lower is better)"}
     ax.set_xticks(x, [names.get(key, key.replace("_", " ")) for key in keys])
     ax.set_ylim(0, 1.05)
-    for key, level, label, style in (("detection_rate", 0.95, "plant's target: 95% caught", ":"),
+    for key, level, label, style in (("located_detection_rate", 0.95, "plant's target: 95% caught", ":"),
                                      ("false_alarm_rate", 0.05, "plant's limit: 5% false alarms", "--")):
         if key in keys:   # the plant's target and limit apply to these scores only (named in the legend)
             k = list(keys).index(key)
             ax.hlines(level, k - 0.45, k + 0.45, color="black", linestyle=style, linewidth=1.4, label=label)
-    ax.set_ylabel(f"{split} score (whiskers: 95% interval over parts)")
+    ax.set_ylabel(f"{split} score\n(whiskers: 95% interval over parts)", fontsize=11)
+    ax.tick_params(labelsize=11)
     ax.set_title(f"Models compared on the {split} split, each at its operating point chosen on validation")
-    ax.legend(fontsize=8, ncol=1, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=10, ncol=1, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -185,29 +188,41 @@ def _number(value, default=np.nan) -> float:
 
 
 def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
-    """Pixel precision-recall curves (``kind="pr"``) or image-level detection versus
-    false-alarm curves (``kind="detection"``, with the 95% target and chosen points)."""
-    fig, ax = plt.subplots(figsize=(8.4, 4.6))
-    for index, (name, (x, y)) in enumerate(curves.items()):
-        line, = ax.plot(x, y, label=name, linewidth=1.4, color=row_colour(name, index),
-                        drawstyle="steps-post" if kind == "detection" else "default")
-        if points and name in points:
-            ax.plot(*points[name], marker="o", color=line.get_color(), markersize=7)
-    if kind == "pr":
-        ax.set_xlabel("recall (share of scratch pixels found)")
-        ax.set_ylabel("precision (share of masked pixels that are scratch)")
-        ax.set_title("Pixel precision-recall, test split")
+    """Pixel precision-recall curves (``kind="pr"``) or part-level curves of located detection
+    against false alarms (``kind="detection"``: the plant's target corner enlarged beside it,
+    and the decisions chosen on validation as dots)."""
+    detection = kind == "detection"
+    fig, axes = plt.subplots(1, 2 if detection else 1, figsize=(12.5 if detection else 8.4, 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3, 1]} if detection else None)
+    views = [(axes[0, 0], (-0.02, 1.02), (-0.02, 1.02))]
+    if detection:
+        views.append((axes[0, 1], (-0.005, 0.30), (0.70, 1.005)))
+    for ax, xlim, ylim in views:
+        for index, (name, (x, y)) in enumerate(curves.items()):
+            line, = ax.plot(x, y, label=name, linewidth=1.6, color=row_colour(name, index),
+                            drawstyle="steps-post" if detection else "default")
+            if points and name in points:
+                ax.plot(*points[name], marker="o", color=line.get_color(), markersize=8)
+        if detection:
+            ax.axhline(0.95, color="black", linestyle=":", linewidth=1.2, label="plant's target: 95% caught")
+            ax.axvline(0.05, color="black", linestyle="--", linewidth=1.2, label="plant's limit: 5% false alarms")
+            ax.set_xlabel("false alarms (share of good parts flagged)", fontsize=11)
+            ax.set_ylabel("caught where the defect is", fontsize=11)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+    if detection:
+        axes[0, 0].set_title("Test split: best located detection at each false-alarm rate\n"
+                             "over every decision searched (dots: chosen on validation)", fontsize=11)
+        axes[0, 1].set_title("The target's corner, enlarged: the target is met\nabove the dotted and left of the dashed line",
+                             fontsize=11)
+        axes[0, 1].legend(fontsize=9, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:
-        ax.axhline(0.95, color="black", linestyle=":", linewidth=1, label="plant's target: 95% caught")
-        ax.axvline(0.05, color="black", linestyle="--", linewidth=1, label="plant's limit: 5% false alarms")
-        ax.set_xlabel("false-alarm rate (good parts flagged)")
-        ax.set_ylabel("detection rate (defective parts caught)")
-        ax.set_title("Detection vs false alarms, test split: best over every decision\n"
-                     "searched (dots: the decision chosen on validation)")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax = axes[0, 0]
+        ax.set_xlabel("recall (share of scratch pixels found)", fontsize=11)
+        ax.set_ylabel("precision (share of masked pixels that are scratch)", fontsize=11)
+        ax.set_title("Pixel precision-recall, test split", fontsize=11)
+        ax.legend(fontsize=9, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -306,85 +321,93 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def _draw_prediction(ax, photo, truth, mask, deciding=None):
-    """The mask filled (half transparent), the truth outlined in green a few pixels out (so the
-    scratch itself stays visible inside the outline) and the regions that made the pass/fail
-    call outlined in yellow."""
-    ax.imshow(overlay(photo, mask, alpha=0.6), interpolation="nearest")
+    """The mask filled in magenta (half transparent, so the scratch shows through), the truth
+    outlined in green a few pixels out (never on top of the mask) and the regions that made the
+    call outlined in dashed yellow further out."""
+    ax.imshow(overlay(photo, mask, alpha=0.55) if mask is not None else photo, interpolation="nearest")
     if truth.any():
-        around = ndimage.binary_dilation(truth, disk(3))
-        ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=0.8)
-    if deciding is not None and deciding.any():   # a little further out, so the mask shows inside
-        around = ndimage.binary_dilation(deciding, disk(6))
-        ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, linestyles="dashed")
+        around = ndimage.binary_dilation(truth, disk(4))
+        ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
+    if deciding is not None and deciding.any():
+        around = ndimage.binary_dilation(deciding, disk(8))
+        ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=1.1, linestyles="dashed")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
+def call_words(result, truth: np.ndarray, tolerance: int = 2) -> str:
+    """How a part was called, and for a defective part called defective whether the call points
+    at the defect (its deciding regions within ``tolerance`` px of the truth) or elsewhere."""
+    if not result.defective:
+        return "called good"
+    if not truth.any():
+        return "called defective: a false alarm"
+    near = ndimage.binary_dilation(truth, disk(tolerance))
+    return ("called defective, at the defect" if np.any(result.deciding_regions & near)
+            else "called defective, in the wrong place")
+
+
+GALLERY_MODELS = 2   # columns: the photo with its truth, then at most two models
+
+
 def show_photo_predictions(photos: list, truths: list, predictions: dict, titles: list[str]):
-    """Per part (rows), per model: the whole photo and a zoom on the defect, each with the
-    model's mask (magenta), the truth outlined (green) and the regions that made the part's
-    call outlined (yellow, dashed). Each panel's title scores what it shows: the whole photo,
-    or the zoom alone. ``predictions`` maps a model name to a list of
-    :meth:`~scratch_utils.predict.Predictor.predict_photo` results (``mask``,
-    ``deciding_regions``, ``defective``) at the photos' own size."""
-    columns = 2 * len(predictions)
-    fig, axes = plt.subplots(len(photos), columns, figsize=(3.6 * columns, 2.9 * len(photos)),
-                             squeeze=False)
+    """One row per part, at most three columns: the photo with the true defect outlined (green),
+    then each model's mask on it (magenta) with the regions that made its call (dashed yellow),
+    all zoomed on the defect (a third of the photo at least; a good part is shown whole). Each
+    model's title says its call (a call away from the defect is labelled so) and the Dice of
+    what the panel shows. ``predictions`` maps a model name to a list of
+    :class:`~scratch_utils.predict.PhotoPrediction` at the photos' own size."""
+    if len(predictions) > GALLERY_MODELS:
+        raise ValueError(f"a gallery shows at most {GALLERY_MODELS} models side by side, got {len(predictions)}")
+    columns = 1 + len(predictions)
+    fig, axes = plt.subplots(len(photos), columns, figsize=(4.3 * columns, 3.3 * len(photos)), squeeze=False)
     for row, (photo, truth, title) in enumerate(zip(photos, truths, titles)):
         photo = np.asarray(photo)
-        fallback = next((r[row].mask for r in predictions.values() if r[row].mask.any()), None)
-        zoom = zoom_box(truth, fallback)
-        for k, (name, results) in enumerate(predictions.items()):
+        view = zoom_box(truth) if truth.any() else (slice(None), slice(None))
+        _draw_prediction(axes[row, 0], photo[view], truth[view], None)
+        axes[row, 0].set_title(f"{title}\n" + ("true defect (green)" if truth.any() else "good part, whole photo"),
+                               fontsize=10)
+        for k, (name, results) in enumerate(predictions.items(), start=1):
             result = results[row]
-            whole, near = axes[row, 2 * k], axes[row, 2 * k + 1]
-            call = "called defective" if result.defective else "called good"
-            _draw_prediction(whole, photo, truth, result.mask, result.deciding_regions)
-            whole.set_title(f"{title}, {call}\n{name}, whole photo: {mask_caption(truth, result.mask)}",
-                            fontsize=8)
-            deciding = result.deciding_regions
-            _draw_prediction(near, photo[zoom], truth[zoom], result.mask[zoom],
-                             None if deciding is None else deciding[zoom])
-            near.set_title(f"{name}, zoom: {mask_caption(truth[zoom], result.mask[zoom])} in view", fontsize=8)
+            _draw_prediction(axes[row, k], photo[view], truth[view], result.mask[view], result.deciding_regions[view])
+            axes[row, k].set_title(f"{name}: {call_words(result, truth)}\nmask: "
+                                   f"{mask_caption(truth[view], result.mask[view])}", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def plot_history(history: list[dict], path=None, title: str = ""):
-    """Training curves from a run's ``history.csv`` (:func:`scratch_utils.runs.read_history`):
-    the loss on training tiles and whole validation photos, and the validation pixel scores
-    at threshold 0.5 at the photos' own resolution (logged on scored epochs only)."""
+    """The loss per epoch from a run's ``history.csv`` (:func:`scratch_utils.runs.read_history`):
+    on the training tiles every epoch (a line), and on the whole validation photos where they
+    were scored (points, not joined: two points are not a trend; :func:`validation_table` lists them)."""
     import math
 
     from matplotlib.ticker import MaxNLocator
     epochs = [int(row["epoch"]) + 1 for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-
-    def plot(ax, key, label):
-        # Validation may be scored every few epochs only (NaN in between): plot the scored ones.
-        points = [(epoch, row[key]) for epoch, row in zip(epochs, history)
-                  if key in row and math.isfinite(row[key])]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label)
-
-    plot(axes[0], "loss", "training tiles")
-    plot(axes[0], "val_loss", "validation photos (whole)")
-    axes[0].set_title("loss")
-    for key, label in (("val_dice", "Dice"), ("val_precision", "precision"), ("val_recall", "recall")):
-        plot(axes[1], key, label)
-    axes[1].set_title("validation photos at their own resolution, threshold 0.5")
-    axes[1].set_ylim(0, 1)
-    for ax in axes:
-        # Whole epochs on both panels, over the same range: a 2-epoch run with one scored
-        # epoch would otherwise get ticks at 1.2, 1.4, ... and a right panel of its own.
-        ax.set_xlim(0.5, max(epochs) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.legend(frameon=False)
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.plot(epochs, [row["loss"] for row in history], marker="o", label="training tiles")
+    scored = [(epoch, row["val_loss"]) for epoch, row in zip(epochs, history)
+              if math.isfinite(row.get("val_loss", math.nan))]
+    if scored:
+        ax.plot(*zip(*scored), linestyle="none", marker="s", markersize=8, label="whole validation photos")
+    ax.set_xlim(0.5, max(epochs) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (BCE + Dice)")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "loss per epoch")
     fig.tight_layout()
     if path:
         write_figure(fig, path, dpi=100)
         plt.close(fig)
     return fig
+
+
+def validation_table(history: list[dict]) -> list[dict]:
+    """The scored validation epochs of a history, one row each (for a table, not a curve)."""
+    import math
+    return [{"epoch": int(row["epoch"]) + 1, "training loss": round(row["loss"], 3),
+             "validation loss": round(row["val_loss"], 3), "Dice": round(row["val_dice"], 3),
+             "precision": round(row["val_precision"], 3), "recall": round(row["val_recall"], 3)}
+            for row in history if math.isfinite(row.get("val_loss", math.nan))]

@@ -273,3 +273,28 @@ def stage_table(model: keras.Model) -> list[dict]:
         row["parameters"] += int(sum(int(np.prod(w.shape)) for w in layer.weights))
         row["trainable"] += int(sum(int(np.prod(w.shape)) for w in layer.trainable_weights))
     return list(rows.values())
+
+
+ARCHITECTURE_KEYS = ("filters", "kernel_size", "strides", "padding", "activation", "use_bias", "momentum",
+                     "pool_size", "axis", "kernel_initializer", "bias_initializer")
+
+
+def architecture(model: keras.Model) -> list[tuple]:
+    """A model's layers as (class, name, output shape, parameters, the settings that shape it):
+    what two builders must agree on to build the same model."""
+    rows = []
+    for layer in model.layers:
+        config = layer.get_config()
+        settings = tuple((key, str(config[key])) for key in ARCHITECTURE_KEYS if key in config)
+        rows.append((type(layer).__name__, layer.name, str(layer.output.shape), int(layer.count_params()), settings))
+    return rows
+
+
+def same_architecture(built: keras.Model, reference: keras.Model) -> list[str]:
+    """Where ``built`` differs from ``reference``, layer by layer (empty: the same model). Notebook 03
+    checks its hand-built U-Net against :func:`unet` with it."""
+    ours, theirs = architecture(built), architecture(reference)
+    differences = [f"layer {k}: {a} != {b}" for k, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+    if len(ours) != len(theirs):
+        differences.append(f"{len(ours)} layers against {len(theirs)}")
+    return differences

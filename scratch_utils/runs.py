@@ -21,11 +21,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .decision import OperatingPoint
 from .files import atomic_write_json
 from .geometry import Geometry
+
+if TYPE_CHECKING:   # the app reads runs without the settings module
+    from .profiles import TrainConfig
 
 # What a run folder holds changed (6: the part head, `part_head.keras`, and an operating point
 # chosen on located detection with a margin; metrics.json says when a model has not learned);
@@ -109,3 +114,32 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writeheader()
         writer.writerows({k: (int(v) if k == "epoch" else "" if v != v else v) for k, v in row.items()}
                          for row in history)
+
+
+@dataclass
+class RunResult:
+    """A finished run as the notebooks read it: how it was trained, how it decides, its scores on
+    each split (``val``, ``test``: the score dicts of :func:`scratch_utils.evaluation.scores`,
+    at the photos' own resolution) and its per-epoch history."""
+    folder: Path
+    config: TrainConfig
+    point: OperatingPoint
+    val: dict
+    test: dict
+    history: list
+    train_seconds: float
+    warnings: list
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def read_run(run: str | os.PathLike) -> RunResult:
+    """A run folder made by ``train``, read whole."""
+    from .profiles import TrainConfig
+    config, metrics = load_run_config(run), read_metrics(run)
+    return RunResult(folder=Path(run), config=TrainConfig.from_dict(config),
+                     point=OperatingPoint.from_dict(metrics["operating_point"]), val=metrics["val"],
+                     test=metrics["test"], history=read_history(Path(run) / "history.csv"),
+                     train_seconds=float(config["extra"]["train_seconds"]), warnings=metrics.get("warnings", []))
