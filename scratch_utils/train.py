@@ -468,9 +468,10 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
     test = sweep(predict_split(best, prepared, "test", head))
     for split, predictions in (("val", val), ("test", test)):
         save_predictions(predictions, staging / "predictions" / f"{split}.npz")
+    losses = [row["val_loss"] for row in read_history(staging / "history.csv") if row["val_loss"] == row["val_loss"]]
     metrics = {"val": scores(val, point), "test": scores(test, point),
                "operating_point": point.as_dict(), "inference_ms_per_photo": inference_ms(best, prepared),
-               "warnings": warnings}
+               "warnings": warnings, "improving_at_end": len(losses) >= 2 and losses[-1] < losses[-2]}
     atomic_write_json(staging / "metrics.json", metrics)
     for warning in warnings:
         print(f"warning: {staging.name.lstrip('.').removesuffix('.training')}: {warning}", flush=True)
