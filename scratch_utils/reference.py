@@ -85,6 +85,7 @@ def reference_row(name: str, description: str, val: dict, test: dict, point=None
            "decision_threshold": point.decision_threshold if point else None,
            "min_region": point.min_region if point else None,
            "region_measure": point.region_measure if point else "",
+           "rule": point.rule if point else "", "decision": point.describe() if point else "every part, always",
            "target_met_on_val": bool(point.target_met) if point else False,
            "detection_target_met_on_val": bool(point.detection_target_met) if point else True, "warnings": 0}
     return {**row, **split_scores(val, test)}
