@@ -123,25 +123,6 @@ def measured_regions(mask: np.ndarray, measures=REGION_MEASURES) -> tuple[np.nda
     return labels, sizes
 
 
-def region_sizes(mask) -> dict:
-    """The largest 8-connected region of a 2-D mask by each measure; zeros when it is empty."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return {measure: 0 for measure in REGION_MEASURES}
-    _, sizes = measured_regions(mask)
-    return {measure: int(size.max()) for measure, size in sizes.items()}
-
-
-def deciding_regions(mask, measure: str, minimum: int) -> np.ndarray:
-    """The regions of ``mask`` that make a part defective: those whose ``measure`` reaches
-    ``minimum`` (what the galleries and the app outline)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return mask
-    labels, sizes = measured_regions(mask, (measure,))
-    return (sizes[measure] >= max(1, int(minimum)))[labels]
-
-
 def region_call(mask, measure: str, minimum: int) -> tuple[int, np.ndarray]:
     """The region rule on one mask in one labelling: (its largest region by ``measure``, the
     regions reaching ``minimum``). Only the mask's bounding box is measured, and the skeleton

@@ -1,11 +1,21 @@
-"""The part-level decision (issue: the plant's decision): region length against area, where a
-call was made, bootstrap intervals, and the ridge-filter reference."""
+"""The part-level decision: region length against area, the part head, where a call points, the
+margin, exact and bootstrap intervals, hard negatives, and the ridge-filter reference."""
 import numpy as np
 import pytest
 
-from scratch_utils.decision import called_defective, deciding_regions, region_sizes
+from scratch_utils.decision import called_defective, region_call
 from scratch_utils.metrics import bootstrap_interval
 from test_metrics import split_predictions
+
+
+def region_sizes(mask) -> dict:
+    """The largest region by each measure, by the rule the product runs (region_call)."""
+    return {measure: region_call(mask, measure, 1)[0] for measure in ("length", "area")}
+
+
+def deciding_regions(mask, measure, minimum):
+    return region_call(mask, measure, minimum)[1]
+
 
 
 def line_and_blob(size=(40, 60)):

@@ -97,9 +97,9 @@ def test_a_part_is_called_on_one_region_not_on_scattered_specks():
     specks[::4, ::4] = 0.9                              # 9 isolated dust specks
     scratch = np.zeros((9, 9))
     scratch[np.arange(5), np.arange(5)] = 0.9           # a 5-px diagonal hairline
-    assert decision.region_sizes(specks >= 0.5)["area"] == 1
-    assert decision.region_sizes(scratch >= 0.5)["area"] == 5   # diagonal pixels connect
-    assert decision.region_sizes(np.zeros((3, 3), bool))["area"] == 0
+    assert decision.region_call(specks >= 0.5, "area", 1)[0] == 1
+    assert decision.region_call(scratch >= 0.5, "area", 1)[0] == 5   # diagonal pixels connect
+    assert decision.region_call(np.zeros((3, 3), bool), "area", 1)[0] == 0
     truths = [np.zeros((9, 9), bool), scratch > 0]
     result = scores(split_predictions(truths, [specks, scratch]), at(0.5, min_region=4), truth_of(truths))
     assert result["detection_rate"] == 1.0 and result["false_alarm_rate"] == 0.0

@@ -22,12 +22,13 @@ def source(cell: dict) -> str:
 
 
 def test_install_cells_and_badges_derive_from_the_one_repository_address(tmp_path):
-    from scratch_utils.notebooks import INSTALL_CELL, colab_badge, repository_url, sync_links
+    from scratch_utils.notebooks import SETTINGS_CELL, colab_badge, package_version, repository_url, sync_links
     url = repository_url(ROOT)
     assert url.startswith("https://github.com/") and "YOUR-ORG" not in url
     for path in NOTEBOOKS:
         first_code = next(c for c in cells(path) if c["cell_type"] == "code")
-        assert source(first_code) == INSTALL_CELL.format(url=url)
+        assert source(first_code) == SETTINGS_CELL.format(url=url, version=package_version(ROOT))
+        assert f"@v{package_version(ROOT)}" in source(first_code), "the install is pinned to the version's tag"
         assert colab_badge(path.name, url) in source(cells(path)[0])
     assert colab_badge("01_data_preparation.ipynb", url) in (ROOT / "README.md").read_text()
     # In sync: rewriting them from the address changes nothing.
@@ -38,11 +39,17 @@ def test_install_cells_and_badges_derive_from_the_one_repository_address(tmp_pat
     assert sync_links(copy) == []
 
 
-def test_every_notebook_reads_the_one_data_setting_first():
+def test_every_notebook_reads_the_one_settings_cell_first_and_its_edits_take_effect():
+    """The settings cell assigns each setting as a literal a student edits; it never writes the
+    profile into the environment (where a first run's value would outlive the edit), and later
+    cells never set them again."""
     for path in NOTEBOOKS:
         code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
-        assert 'DATA_SOURCE = os.environ.get("SCRATCH_DATA_SOURCE") or None' in code[0], path.name
-        assert not any(re.search(r"^DATA_SOURCE\s*=", c, re.M) for c in code[1:]), path.name
+        for name in ("PROFILE_NAME", "DATA_SOURCE", "USE_GOOGLE_DRIVE", "ENCODER_WEIGHTS"):
+            assert re.search(rf"^{name} = ", code[0], re.M), (path.name, name)
+            assert not any(re.search(rf"^{name}\s*=", c, re.M) for c in code[1:]), (path.name, name)
+        assert 'os.environ["SCRATCH_PROFILE"] =' not in code[0]
+        assert "get_profile(PROFILE_NAME)" in "\n".join(code[1:]) or path.name.startswith("00"), path.name
         later = "\n".join(code[1:])
         for call in re.findall(r"ensure_prepared\([^)]*\)", later):
             assert "source=DATA_SOURCE" in call, f"{path.name}: {call}"
@@ -128,3 +135,44 @@ def test_notebook_01_runs_on_each_source_format(three_formats, fmt, tmp_path, mo
     prepared = tmp_path / "data" / "smoke" / f"prepared-{three_formats[fmt].name}-scaled"
     assert len(list((prepared / "masks").glob("*.png"))) == 16
     assert (tmp_path / "figures" / "01_scratch_at_three_resolutions.png").is_file()
+
+
+def test_a_settings_edit_takes_effect_on_the_second_run():
+    """What a student does in Colab: run the settings cell, change the profile, run it again."""
+    import os
+
+    from scratch_utils.notebooks import SETTINGS_CELL
+    cell = SETTINGS_CELL.format(url="https://example.org/repo", version="0")
+    saved = {k: os.environ.pop(k) for k in ("SCRATCH_PROFILE", "SCRATCH_DATA_SOURCE", "SCRATCH_ENCODER_WEIGHTS")
+             if k in os.environ}
+    try:
+        namespace = {}
+        exec(cell, namespace)
+        assert namespace["PROFILE_NAME"] == "default"
+        exec(cell.replace('PROFILE_NAME = "default"', 'PROFILE_NAME = "smoke"', 1), namespace)
+        assert namespace["PROFILE_NAME"] == "smoke"
+    finally:
+        os.environ.update(saved)
+
+
+def test_notebook_03_builds_the_packages_model_and_loss_in_its_own_cells():
+    """The cells a student reads define the U-Net and the loss; executed alone, they build exactly
+    scratch_utils.models.unet / encoder_decoder and compute scratch_utils.losses' BCE + Dice; the
+    notebook compiles and fits a model in a cell of its own."""
+    keras = pytest.importorskip("keras")
+    from scratch_utils import losses, models
+    code = [source(c) for c in cells(ROOT / "notebooks" / "03_train_unet.ipynb") if c["cell_type"] == "code"]
+    defining = next(c for c in code if "def build_unet" in c and "def conv_block" in c)
+    loss_cell = next(c for c in code if "def bce_dice" in c)
+    assert any("model.compile(" in c and "model.fit(" in c for c in code)
+    assert "layers.Concatenate(" in defining and "layers.Conv2DTranspose(" in defining
+    namespace = {"keras": keras, "layers": keras.layers, "ops": keras.ops, "np": np, "losses": losses,
+                 "RECIPE": type("R", (), {"base_filters": 4})}
+    exec(defining.split("\nunet = build_unet")[0], namespace)
+    exec(loss_cell, namespace)
+    for skips, builder in ((True, models.unet), (False, models.encoder_decoder)):
+        assert models.same_architecture(namespace["build_unet"](4, skips=skips), builder(None, 4)) == []
+    y_true = (np.random.default_rng(1).random((2, 16, 16, 1)) < 0.05).astype("float32")
+    y_pred = np.random.default_rng(2).random((2, 16, 16, 1)).astype("float32")
+    assert float(namespace["bce_dice"](y_true, y_pred)) == pytest.approx(
+        float(losses.get_loss("bce_dice")(y_true, y_pred)), abs=1e-6)
