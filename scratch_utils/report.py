@@ -119,25 +119,26 @@ def package_versions() -> dict:
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 README_COLUMNS = {
     "name": "model", "input": "input", "train_min": "train min", "decision": "decision (chosen on val)",
-    "dice": "Dice", "test_dice_defective_parts": "Dice per defective part", "caught": "caught",
-    "test_located_detection_rate": "caught where the defect is", "false_alarms": "false alarms",
-    "test_auroc": "AUROC"}
+    "dice": "Dice", "test_dice_defective_parts": "Dice per defective part",
+    "located": "caught where the defect is", "false_alarms": "false alarms",
+    "test_detection_rate": "caught anywhere", "test_auroc": "AUROC"}
 
 
 def markdown_table(rows: list[dict]) -> str:
     """The README's results table: test scores at the validation-chosen decision, with 95%
-    bootstrap intervals over parts, and the training cost."""
+    intervals over parts (exact for the rates), and the training cost."""
     from .tables import Table, decision_cell, with_interval
     shown = []
     for r in rows:
         shown.append({**r, "train_min": f"{(r.get('train_seconds') or 0) / 60:.1f}",
                       "decision": decision_cell(r), "dice": with_interval(r, "dice"),
-                      "caught": with_interval(r, "detection_rate", percent=True),
+                      "located": with_interval(r, "located_detection_rate", percent=True),
                       "false_alarms": with_interval(r, "false_alarm_rate", percent=True)})
-    return Table(shown, README_COLUMNS, digits=2, percent=("test_located_detection_rate",)).to_markdown()
+    return Table(shown, README_COLUMNS, digits=2, percent=("test_detection_rate",)).to_markdown()
 
 
 README_VERDICT = ("<!-- verdict:start -->", "<!-- verdict:end -->")
+README_RANKINGS = ("<!-- rankings:start -->", "<!-- rankings:end -->")
 
 
 def replace_block(text: str, markers: tuple[str, str], body: str) -> str | None:
@@ -151,19 +152,26 @@ def replace_block(text: str, markers: tuple[str, str], body: str) -> str | None:
 
 
 def verdict_block(rows: list[dict]) -> str:
-    """The README's conclusion, written from the results: the verdict and the rankings."""
-    from .compare import rankings, verdict
-    return "\n".join(f"- {line}" for line in verdict(rows).splitlines() + rankings(rows))
+    """The README's verdict, written from the results (its first screen)."""
+    from .compare import verdict
+    return "\n".join(f"- {line}" for line in verdict(rows).splitlines())
+
+
+def rankings_block(rows: list[dict]) -> str:
+    """The README's rankings, written from the results."""
+    from .compare import rankings
+    return "\n".join(f"- {line}" for line in rankings(rows))
 
 
 def update_readme(readme: Path, rows: list[dict]) -> bool:
-    """Replace the results table (and the verdict, where the README has its markers) with
-    what ``rows`` say; False if the README has no results markers."""
+    """Replace the results table, the verdict and the rankings (where the README has their
+    markers) with what ``rows`` say; False if the README has no results markers."""
     readme = Path(readme)
     text = replace_block(readme.read_text(encoding="utf-8"), (README_START, README_END), markdown_table(rows))
     if text is None:
         return False
-    if all(marker in text for marker in README_VERDICT):
-        text = replace_block(text, README_VERDICT, verdict_block(rows))
+    for markers, block in ((README_VERDICT, verdict_block), (README_RANKINGS, rankings_block)):
+        if all(marker in text for marker in markers):
+            text = replace_block(text, markers, block(rows))
     atomic_write_text(readme, text)
     return True

@@ -107,7 +107,9 @@ def with_interval(row: dict, key: str, percent: bool = False) -> str:
 
 
 def decision_cell(row: dict) -> str:
-    """The part-level rule in words: ``length >= 24 px above 0.40``."""
+    """The part-level rule in words: ``length ≥ 24 px above 0.4`` or ``part head ≥ 0.41``."""
     if row.get("decision_threshold") is None:
         return "every part, always"
+    if row.get("rule") == "head":
+        return f"part head ≥ {row['decision_threshold']:.3g}"
     return f"{row['region_measure']} ≥ {row['min_region']} px above {row['decision_threshold']:g}"

@@ -232,11 +232,13 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert update_readme(readme, [row])
     text = readme.read_text()
     assert "\nold\n" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
-    row.update({"test_detection_rate_low": 0.3, "test_detection_rate_high": 0.7,
-                "test_located_detection_rate": 0.45})
+    row.update({"test_located_detection_rate": 0.45, "test_located_detection_rate_low": 0.3,
+                "test_located_detection_rate_high": 0.6, "test_false_alarm_rate_low": 0.4,
+                "test_false_alarm_rate_high": 0.6})
     table = markdown_table([row])
-    assert ("| unet | scale 0.5, 128 px tiles | 4.0 | length ≥ 3 px above 0.4 | 0.50 | – | 50% [30%, 70%] "
-            "| 45% | 50% | 0.50 |") in table
+    assert ("| unet | scale 0.5, 128 px tiles | 4.0 | length ≥ 3 px above 0.4 | 0.50 | – | 45% [30%, 60%] "
+            "| 50% [40%, 60%] | 50% | 0.50 |") in table
+    assert "| part head ≥ 0.413 |" in markdown_table([{**row, "rule": "head", "decision_threshold": 0.41269}])
     reference = {**row, "decision_threshold": None, "train_seconds": 0.0}
     assert "| every part, always |" in markdown_table([reference])
 
