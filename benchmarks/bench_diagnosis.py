@@ -103,7 +103,8 @@ def run_variant(set_name: str, source: Path, name: str, seed: int, decision: str
            "checkpoint_epoch": int(min((h for h in history if h["val_loss"] == h["val_loss"]),
                                        key=lambda h: h["val_loss"])["epoch"]) + 1,
            "geometry": load_run_config(run)["geometry"], "operating_point": metrics["operating_point"],
-           "decision": decision, "rules": rule_scores(run),
+           "decision": decision, "rules": rule_scores(run), "good_parts": val["good_parts"],
+           "defective_parts": val["defective_parts"],
            "train_seconds": load_run_config(run)["extra"]["train_seconds"]}
     print(f"{name:20s} seed {seed}: val Dice {row['dice']:.3f}, per part {row['dice_defective_parts']:.3f}, "
           f"AUROC {row['auroc']:.3f}, false alarms at 95% caught {row['false_alarms_at_95']:.0%}, final training "
@@ -136,6 +137,29 @@ def markdown_table(result: dict) -> str:
     for name, stats in result["summary"].items():
         lines.append(f"| {name} | {change_text(result['variants'][name])} | {stats['seeds']} | "
                      + " | ".join(cell(stats[key], key) for key in LABELS) + " |")
+    return "\n".join(lines)
+
+
+def rules_table(result: dict, variants=None) -> str:
+    """The plant's call on validation, by rule, for the runs that have a part head: located
+    detection and false alarms at the decision chosen with its margin (exact 95% intervals from
+    the counts), and the false alarms at 95% caught where the defect is."""
+    from scratch_utils.metrics import exact_interval
+    lines = ["| variant | seed | decision | caught where the defect is | false alarms [95% interval] | "
+             "false alarms at 95% located | AUROC |", "|" + "---|" * 7]
+    for row in result["runs"]:
+        if "head" not in row.get("rules", {}) or (variants and row["variant"] not in variants):
+            continue
+        good = row.get("good_parts")
+        for rule in ("regions", "head"):
+            r = row["rules"][rule]
+            interval = ""
+            if good:
+                low, high = exact_interval(round(r["false_alarm_rate"] * good), good)
+                interval = f" [{100 * low:.0f}%, {100 * high:.0f}%]"
+            lines.append(f"| {row['variant']} | {row['seed']} | {r['decision']} | {100 * r['located_detection_rate']:.0f}% | "
+                         f"{100 * r['false_alarm_rate']:.0f}%{interval} | {100 * r['false_alarms_at_95']:.0f}% | "
+                         f"{r['auroc']:.3f} |")
     return "\n".join(lines)
 
 

@@ -47,7 +47,8 @@ def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4
 SCORES = ["dice", "dice_low", "dice_high", "iou", "miou", "tolerance_f1", "precision", "recall",
           "dice_defective_parts", "detection_rate", "detection_rate_low", "detection_rate_high",
           "located_detection_rate", "located_detection_rate_low", "located_detection_rate_high",
-          "false_alarm_rate", "false_alarm_rate_low", "false_alarm_rate_high", "auroc", "false_alarms_at_95"]
+          "false_alarm_rate", "false_alarm_rate_low", "false_alarm_rate_high", "auroc", "false_alarms_at_95",
+          "defective_parts", "good_parts"]
 
 
 def comparison_row(name: str, config: dict, metrics: dict) -> dict:
@@ -214,3 +215,16 @@ def summary_lines(rows: list[dict]) -> list[str]:
          + ", ".join(improving) + "." if improving else
          "No run was still improving at its last scored epoch (its validation loss had stopped falling)."),
     ]
+
+
+def split_resolution(rows: list[dict], split: str = "test") -> str:
+    """What a split can resolve, in words: its parts, and the exact interval of a model with no
+    false alarm at all (the smallest false-alarm rate the split can tell from zero)."""
+    from .metrics import exact_interval
+    row = next(r for r in rows if r.get("epochs"))
+    defective, good = int(row[f"{split}_defective_parts"]), int(row[f"{split}_good_parts"])
+    _, high = exact_interval(0, good)
+    return (f"The {split} split holds {defective} defective and {good} good parts, generated apart from the "
+            f"training parts: one good part is {1 / good:.1%} of the false alarms, and a model with none at all "
+            f"would still have an exact 95% interval reaching {high:.1%}, the smallest false-alarm rate this "
+            f"split can resolve.")

@@ -139,6 +139,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 README_VERDICT = ("<!-- verdict:start -->", "<!-- verdict:end -->")
 README_RANKINGS = ("<!-- rankings:start -->", "<!-- rankings:end -->")
+README_SPLIT = ("<!-- split:start -->", "<!-- split:end -->")
 
 
 def replace_block(text: str, markers: tuple[str, str], body: str) -> str | None:
@@ -163,6 +164,12 @@ def rankings_block(rows: list[dict]) -> str:
     return "\n".join(f"- {line}" for line in rankings(rows))
 
 
+def split_block(rows: list[dict]) -> str:
+    """The README's sentence on what the test split can resolve."""
+    from .compare import split_resolution
+    return split_resolution(rows)
+
+
 def update_readme(readme: Path, rows: list[dict]) -> bool:
     """Replace the results table, the verdict and the rankings (where the README has their
     markers) with what ``rows`` say; False if the README has no results markers."""
@@ -170,7 +177,8 @@ def update_readme(readme: Path, rows: list[dict]) -> bool:
     text = replace_block(readme.read_text(encoding="utf-8"), (README_START, README_END), markdown_table(rows))
     if text is None:
         return False
-    for markers, block in ((README_VERDICT, verdict_block), (README_RANKINGS, rankings_block)):
+    for markers, block in ((README_VERDICT, verdict_block), (README_RANKINGS, rankings_block),
+                           (README_SPLIT, split_block)):
         if all(marker in text for marker in markers):
             text = replace_block(text, markers, block(rows))
     atomic_write_text(readme, text)

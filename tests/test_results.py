@@ -137,9 +137,11 @@ def test_the_recipe_page_shows_the_committed_benchmark_numbers():
 def test_readme_conclusions_are_the_ones_the_committed_numbers_give(rows):
     """The README's verdict and rankings are written from results/comparison.json, not by hand:
     a ranking that contradicts the committed numbers fails here."""
-    from scratch_utils.report import README_RANKINGS, README_VERDICT, rankings_block, verdict_block
+    from scratch_utils.report import (README_RANKINGS, README_SPLIT, README_VERDICT, rankings_block, split_block,
+                                      verdict_block)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for (start, end), block in ((README_VERDICT, verdict_block), (README_RANKINGS, rankings_block)):
+    for (start, end), block in ((README_VERDICT, verdict_block), (README_RANKINGS, rankings_block),
+                                (README_SPLIT, split_block)):
         assert start in readme and end in readme, f"README lacks {start}"
         assert readme.split(start, 1)[1].split(end, 1)[0].strip() == block(rows).strip()
 
