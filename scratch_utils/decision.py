@@ -12,9 +12,9 @@ Two rules, each chosen on the validation photos:
   defective when the score reaches the ``decision_threshold`` (Tabernik et al. 2019: a
   segmentation network with a decision network on top).
 
-A call counts **where it points**: the regions that made a region rule's call, or the most
-probable pixel of the photo for the head, must lie within 2 px of the true defect at the photo's
-own resolution (*located*). The operating point is chosen for the plant's target on located
+A call counts **where it points**: the regions that made a region rule's call, or for the head
+the masked regions the app shows (the most probable pixel when nothing is masked), must lie within
+2 px of the true defect at the photo's own resolution (*located*). The operating point is chosen for the plant's target on located
 detection **with a margin**: on validation it must catch ``target`` plus one binomial standard
 error at the split's number of defective parts (:func:`required_detection`), so that a test
 rate, which differs from it by about that much, still reaches the target; among those, the
@@ -138,15 +138,11 @@ def region_call(mask, measure: str, minimum: int) -> tuple[int, np.ndarray]:
     return int(sizes[measure].max()), deciding
 
 
-def peak_region(probability: np.ndarray, mask_threshold: float) -> np.ndarray:
-    """Where a head's call points: the masked region around the photo's most probable pixel
-    (that pixel alone when nothing is masked)."""
-    peak = np.unravel_index(int(np.argmax(probability)), probability.shape)
+def peak_pixel(probability: np.ndarray) -> np.ndarray:
+    """Where a head's call points when nothing is masked: the photo's most probable pixel."""
     region = np.zeros(probability.shape, bool)
-    if probability[peak] >= mask_threshold:
-        labels, _ = ndimage.label(probability >= mask_threshold, structure=EIGHT_NEIGHBOURS)
-        region = labels == labels[peak]
-    region[peak] = True
+    if probability.size:
+        region[np.unravel_index(int(np.argmax(probability)), probability.shape)] = True
     return region
 
 
@@ -179,9 +175,10 @@ def candidates(predictions, rule: str = "regions", min_regions=MIN_REGIONS, meas
     rows = []
     if rule == "head":
         scores = np.asarray(predictions.part_scores, float)
+        points_at = head_points_at_defect(predictions, choose_mask_threshold(s, predictions.thresholds))
         for threshold in np.unique(scores):
             called = scores >= threshold
-            rows.append((called, called & s["peak_near"], float(threshold), 1, ""))
+            rows.append((called, called & points_at, float(threshold), 1, ""))
     else:
         for measure in measures:
             for k, threshold in enumerate(predictions.thresholds):
@@ -196,6 +193,15 @@ def candidates(predictions, rule: str = "regions", min_regions=MIN_REGIONS, meas
                                          threshold, minimum, measure)):
             columns[name].append(value)
     return {name: np.asarray(values) for name, values in columns.items()}
+
+
+def head_points_at_defect(predictions, mask_threshold: float) -> np.ndarray:
+    """Per photo: whether a head's call would point at the defect. It points where the mask is
+    (the regions at the mask threshold, what the app shows), or at the most probable pixel when
+    nothing is masked; it is located when one of those lies within 2 px of the true defect."""
+    s, k = predictions.stats, predictions.column(mask_threshold)
+    masked = s["area"][:, k] > 0
+    return np.where(masked, s["near_area"][:, k] > 0, s["peak_near"])
 
 
 def choose_operating_point(predictions, rule: str = "regions", target: float = TARGET_DETECTION,
@@ -245,7 +251,8 @@ def false_alarms_at(predictions, rule: str = "regions", target: float = TARGET_D
                     located: bool = True) -> float:
     """The lowest false-alarm rate of the decisions reaching ``target`` detection (located, by default)."""
     false_alarms, detections = detection_curve(predictions, rule, located)
-    return float(false_alarms[np.argmax(detections >= target - 1e-9)])
+    reached = detections >= target - 1e-9
+    return float(false_alarms[np.argmax(reached)]) if reached.any() else 1.0   # never: only by flagging all
 
 
 def calls(predictions, point: OperatingPoint) -> dict:
@@ -257,7 +264,8 @@ def calls(predictions, point: OperatingPoint) -> dict:
     if point.rule == "head":
         score = np.asarray(predictions.part_scores, float)
         called = score >= point.decision_threshold
-        return {"called": called, "located": called & s["peak_near"], "size": score, "score": score}
+        return {"called": called, "located": called & head_points_at_defect(predictions, point.mask_threshold),
+                "size": score, "score": score}
     k = predictions.column(point.decision_threshold)
     minimum = max(1, int(point.min_region))
     reached = s[point.region_measure] >= minimum

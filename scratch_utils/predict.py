@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .decision import called_defective, feature_model, head_input, head_scores, peak_region, region_call
+from .decision import called_defective, feature_model, head_input, head_scores, peak_pixel, region_call
 from .errors import ItemError
 from .files import atomic_write_bytes, atomic_write_text, is_within, list_images
 from .limits import DEFAULT_MAX_MEGAPIXELS
@@ -204,7 +204,9 @@ class Predictor:
         content, point = outputs[0][box], self.point
         if self.head is not None:
             score = float(head_scores(self.head, [head_input(content, outputs[1][box])])[0])
-            defective, deciding = score >= point.decision_threshold, peak_region(content, point.mask_threshold)
+            defective = score >= point.decision_threshold
+            masked = content >= point.mask_threshold
+            deciding = masked if masked.any() else peak_pixel(content)
         else:
             largest, deciding = region_call(content >= point.decision_threshold, point.region_measure,
                                             point.min_region)

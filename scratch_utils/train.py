@@ -43,7 +43,8 @@ from scipy import ndimage
 
 from .augment import AugmentConfig
 from .dataset import Prepared
-from .decision import choose_operating_point, feature_model, fit_head, head_input, learning_warnings
+from .decision import (choose_operating_point, feature_model, fit_head, head_input, head_scores,
+                       learning_warnings)
 from .errors import output_error
 from .evaluation import SplitPredictions, inference_ms, pixel_scores, predict_split, save_predictions, scores, sweep
 from .figures import plot_history
@@ -133,8 +134,11 @@ class WholePhotoValidation(keras.callbacks.Callback):
     after that many scored epochs without improvement."""
 
     def __init__(self, prepared: Prepared, loss: str, every: int = 1, epochs: int | None = None,
-                 checkpoint: Path | None = None, keep_best: Path | None = None, patience: int = 0):
+                 checkpoint: Path | None = None, keep_best: Path | None = None, patience: int = 0,
+                 head_inputs: bool = False):
         super().__init__()
+        # With a part head to fit, what it reads of each photo comes out of the same forward pass.
+        self.head_inputs, self.best_head_inputs, self._network = head_inputs, None, None
         if every < 1:
             raise ValueError(f"validate_every must be at least 1, got {every}")
         self.prepared, self.every, self.epochs = prepared, every, epochs
@@ -157,12 +161,18 @@ class WholePhotoValidation(keras.callbacks.Callback):
     def scores_after(self, epoch: int) -> bool:
         return (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs
 
-    def predict(self) -> SplitPredictions:
-        probabilities = []
+    def predict(self) -> tuple[SplitPredictions, list | None]:
+        """The validation photos' probabilities (and, for a part head, what it reads of them)."""
+        if self._network is None:
+            self._network = feature_model(self.model) if self.head_inputs else self.model
+        probabilities, inputs = [], []
         for image, (x0, y0, w, h) in self.inputs:
-            probability = probability_map(self.model, image.astype(np.float32) / 255.0)
-            probabilities.append(probability[y0:y0 + h, x0:x0 + w].astype(np.float16))
-        return SplitPredictions(self.prepared, self.rows, probabilities)
+            outputs = model_outputs(self._network, image.astype(np.float32) / 255.0)
+            box = (slice(y0, y0 + h), slice(x0, x0 + w))
+            probabilities.append(outputs[0][box].astype(np.float16))
+            if self.head_inputs:
+                inputs.append(head_input(outputs[0][box], outputs[1][box]))
+        return SplitPredictions(self.prepared, self.rows, probabilities), inputs if self.head_inputs else None
 
     def validation_loss(self, predictions: SplitPredictions) -> float:
         truth = np.concatenate([m.reshape(-1) for m in self.prepared_masks]).astype(np.float32)
@@ -173,13 +183,13 @@ class WholePhotoValidation(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         if not self.scores_after(epoch):
             return
-        predictions = self.predict()
+        predictions, inputs = self.predict()
         value = self.validation_loss(predictions)
         scores = pixel_scores(predictions, SCORE_THRESHOLD, self.truths)
         logs.update(val_loss=value, val_dice=scores["dice"], val_precision=scores["precision"],
                     val_recall=scores["recall"])
         if value < self.best_loss:
-            self.best_loss, self.best, self.stale = value, predictions, 0
+            self.best_loss, self.best, self.best_head_inputs, self.stale = value, predictions, inputs, 0
             self._keep(epoch, value)
         else:
             self.stale += 1
@@ -383,7 +393,8 @@ class Fitting:
         c = self.config
         validation = WholePhotoValidation(self.prepared, c.loss, c.validate_every, c.epochs,
                                           checkpoint=self.staging / "model.keras",
-                                          keep_best=self.staging / KEEP_BEST, patience=c.early_stopping)
+                                          keep_best=self.staging / KEEP_BEST, patience=c.early_stopping,
+                                          head_inputs=c.decision == "head")
         if resumed:
             restore_progress(self.staging, validation)
         run_name = self.staging.name.lstrip(".").removesuffix(".training")   # the run folder's name
@@ -434,12 +445,20 @@ class Fitting:
         return timing
 
 
-def fit_part_head(model, prepared: Prepared, seed: int = 0):
-    """The part head (:mod:`scratch_utils.decision`) fitted on the whole training photos, good
-    ones included, from the trained segmentation network's features and mask (kept frozen)."""
+HEAD_PHOTOS = 300   # training photos the part head is fitted on (a slow encoder reads each once)
+
+
+def fit_part_head(model, prepared: Prepared, seed: int = 0, photos: int = HEAD_PHOTOS):
+    """The part head (:mod:`scratch_utils.decision`) fitted on whole training photos, good ones
+    included (at most ``photos`` of them, evenly spread over the good and the defective), from the
+    trained segmentation network's features and mask (kept frozen)."""
     network = feature_model(model)
+    rows = prepared.split("train")
+    if len(rows) > photos:
+        ordered = sorted(rows, key=lambda r: r["quality"])
+        rows = [ordered[int(k * len(ordered) / photos)] for k in range(photos)]
     inputs, labels = [], []
-    for row in prepared.split("train"):
+    for row in rows:
         x0, y0, w, h = prepared.box(row)
         probability, features = model_outputs(network, prepared.model_input(row))[:2]
         inputs.append(head_input(probability[y0:y0 + h, x0:x0 + w], features[y0:y0 + h, x0:x0 + w]))
@@ -457,7 +476,11 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
         started = time.perf_counter()
         head = fit_part_head(best, prepared, config.seed)
         head.save(staging / PART_HEAD)
-        val = predict_split(best, prepared, "val", head)     # the head's scores beside the same probabilities
+        if validation.best_head_inputs is not None:          # the best epoch's forward pass, kept
+            val = SplitPredictions(prepared, val.rows, val.probabilities,
+                                   part_scores=head_scores(head, validation.best_head_inputs))
+        else:                                                # a resumed run: predict them again
+            val = predict_split(best, prepared, "val", head)
         timing = {**timing, "head_seconds": round(time.perf_counter() - started, 1)}
     point = choose_operating_point(sweep(val), rule=config.decision)
     warnings = learning_warnings(val, point)
