@@ -43,6 +43,7 @@ class TrainConfig:
     fine_tune_lr_factor: float = 0.1       # ... then the encoder trains at learning_rate * this
     precision: str = "float32"             # float32 | mixed_bfloat16 (CPUs with bf16 units); any GPU: mixed_float16
     decision: str = "regions"              # how a part is called: regions | head (scratch_utils.decision)
+    jit_compile: bool = False              # XLA for the training step (benchmarks/bench_throughput.py)
     seed: int = 0
     deterministic: bool = False
 

@@ -333,13 +333,14 @@ def learning_rate_schedule(kind: str, learning_rate: float, steps: int):
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
 
 
-def compile_model(model, loss: str, learning_rate, steps: int, schedule: str = "cosine"):
-
+def compile_model(model, loss: str, learning_rate, steps: int, schedule: str = "cosine", jit_compile: bool = False):
+    """Adam on ``schedule``, the named loss, and the training tiles' IoU; ``jit_compile`` asks
+    for XLA (Keras leaves it off on a CPU)."""
     schedule = learning_rate_schedule(schedule, learning_rate, steps)
     # IoU of the training tiles at model resolution, named so: every score a user sees is
     # computed on whole photos at their own resolution (scratch_utils.evaluation).
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=get_loss(loss),
-                  metrics=[keras.metrics.BinaryIoU([1], threshold=0.5, name="tile_iou")])
+                  metrics=[keras.metrics.BinaryIoU([1], threshold=0.5, name="tile_iou")], jit_compile=jit_compile)
     return model
 
 
@@ -387,7 +388,7 @@ class Fitting:
             model = build_model(c.model, None, c.base_filters, depth=c.depth, upsampling=c.upsampling,
                                 encoder_weights=c.encoder_weights, freeze_encoder=c.warmup_epochs > 0,
                                 normalization=c.normalization)
-            return compile_model(model, c.loss, c.learning_rate, self.steps * c.epochs, c.schedule)
+            return compile_model(model, c.loss, c.learning_rate, self.steps * c.epochs, c.schedule, c.jit_compile)
 
     def callbacks(self, resumed: int) -> list:
         c = self.config
@@ -430,7 +431,7 @@ class Fitting:
                 with strategy.scope():
                     set_encoder_trainable(model, True)
                     compile_model(model, c.loss, c.learning_rate * c.fine_tune_lr_factor,
-                                  self.steps * (c.epochs - warmup), c.schedule)
+                                  self.steps * (c.epochs - warmup), c.schedule, c.jit_compile)
             fit("main", warmup, c.epochs)
         return callbacks[0], self.timing(time.perf_counter() - started, n_gpus, resumed)
 
@@ -514,8 +515,9 @@ def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbo
             previous = load_run_config(out)
         except (FileNotFoundError, ValueError):    # missing, or an older format
             previous = None
-        wanted = config.identity()
-        if (previous and all(previous.get(key) == value for key, value in wanted.items())
+        wanted, defaults = config.identity(), TrainConfig().identity()
+        # a setting added since the run was trained counts at its default (what the run did)
+        if (previous and all(previous.get(key, defaults[key]) == value for key, value in wanted.items())
                 and Path(previous.get("prepared", "")) == prepared.folder):
             return out
     return train(prepared, out, config, overwrite=True, verbose=verbose)
