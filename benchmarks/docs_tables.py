@@ -10,6 +10,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_diagnosis import markdown_table as diagnosis_table  # noqa: E402
+from bench_diagnosis import rules_table  # noqa: E402
+from bench_real import markdown_table as real_table  # noqa: E402
 from bench_recipe import markdown_table as recipe_table  # noqa: E402
 
 DOC = HERE.parent / "docs" / "recipe.md"
@@ -24,13 +27,34 @@ def learning_curve_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def classes_table(result: dict) -> str:
+    runs = result["runs"]
+    classes = sorted({c for r in runs.values() for c in r if c != "free"})
+    first = next(iter(runs.values()))
+    lines = ["| run | " + " | ".join(f"{c} ({100 * first[c]['defect_pixel_share']:.1f}% of the defect pixels, "
+                                      f"{first[c]['photos']} photo{'s' * (first[c]['photos'] > 1)})" for c in classes) + " |",
+             "|---|" + "---|" * len(classes)]
+    for name, r in runs.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]['pooled_dice']:.2f}" for c in classes) + " |")
+    return "\n".join(lines)
+
+
 def tables() -> dict[str, str]:
-    """Marker name -> the table it must hold."""
+    """Marker name -> the table it must hold (only for the JSON files committed)."""
     def load(name):
         return json.loads((HERE / "results" / name).read_text(encoding="utf-8"))
-    return {"recipe-small": recipe_table(load("recipe_small.json")),
-            "recipe-default": recipe_table(load("recipe_default.json")),
-            "learning-curve": learning_curve_table(load("learning_curve.json"))}
+    found = {"recipe-small": recipe_table(load("recipe_small.json")),
+             "recipe-default": recipe_table(load("recipe_default.json")),
+             "learning-curve": learning_curve_table(load("learning_curve.json"))}
+    optional = {"diagnosis-magnetic": ("diagnosis_magnetic_tile.json", diagnosis_table),
+                "diagnosis-magnetic-classes": ("diagnosis_magnetic_tile_by_class.json", classes_table),
+                "diagnosis-default": ("diagnosis_default.json", diagnosis_table),
+                "decision-default": ("diagnosis_default.json", rules_table),
+                "real-magnetic": ("real_magnetic_tile.json", real_table)}
+    for marker, (name, table) in optional.items():
+        if (HERE / "results" / name).is_file():
+            found[marker] = table(load(name))
+    return found
 
 
 def block(text: str, name: str) -> str:
