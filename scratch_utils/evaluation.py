@@ -27,11 +27,27 @@ from scipy import ndimage
 from skimage.morphology import disk
 
 from .dataset import Prepared
-from .decision import (REGION_MEASURES, OperatingPoint, calls, false_alarms_at, feature_model, head_input,
-                       head_scores, measured_regions)
+from .decision import (
+    REGION_MEASURES,
+    OperatingPoint,
+    calls,
+    false_alarms_at,
+    feature_model,
+    head_input,
+    head_scores,
+    measured_regions,
+)
 from .files import atomic_write_bytes
-from .metrics import (auroc, bootstrap_interval, detection_rates, exact_interval, scores_from_counts,
-                      tolerance_counts, tolerance_from_counts)
+from .metrics import (
+    auroc,
+    bootstrap_interval,
+    detection_rates,
+    exact_interval,
+    scores_from_counts,
+    tolerance_counts,
+    tolerance_from_counts,
+)
+from .parallel import parallel_map
 from .predict import model_outputs, resize_probability
 from .runs import load_operating_point, load_part_head, load_run_config, load_run_model
 
@@ -132,32 +148,41 @@ def _region_stats(probability: np.ndarray, near: np.ndarray, thresholds) -> dict
     return out
 
 
+def photo_stats(task) -> dict:
+    """One photo's row of the sweep (see :func:`sweep`): ``(probability, truth, thresholds, regions)``."""
+    probability, truth, thresholds, regions = task
+    probability = probability.astype(np.float32)
+    found = {}
+    if regions:
+        near = _near(truth, probability.shape)
+        found.update(_region_stats(probability, near, thresholds))
+        found["peak_near"] = bool(near.flat[int(np.argmax(probability))]) if probability.size else False
+    full = resize_probability(probability, truth.shape[::-1])
+    found.update(tp=_counts_at(full[truth], thresholds), fp=_counts_at(full[~truth], thresholds),
+                 positives=int(truth.sum()), pixels=int(truth.size))
+    return found
+
+
 def sweep(predictions: SplitPredictions, truths=None, regions: bool = True) -> SplitPredictions:
     """Fill ``predictions.stats``: per photo (rows) and threshold (columns) the true and false
     positive pixels and defect pixels at photo resolution; and (``regions``) at model resolution
     the largest connected predicted region by each measure (``length``, ``area``), the largest
     within 2 px of the true defect (``near_length``, ``near_area``), and whether the photo's most
-    probable pixel is (``peak_near``)."""
+    probable pixel is (``peak_near``). With regions, the photos are measured on every core."""
     truths = truths or predictions.truths()
     thresholds = np.asarray(predictions.thresholds, dtype=np.float32)
-    n, k = len(predictions.rows), len(thresholds)
-    tp, fp = np.zeros((n, k), np.int64), np.zeros((n, k), np.int64)
-    sizes = {f"{prefix}{m}": np.zeros((n, k), np.int64) for m in REGION_MEASURES for prefix in ("", "near_")}
-    positives, pixels, peak_near = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
-    for index, (row, probability) in enumerate(zip(predictions.rows, predictions.probabilities)):
-        probability = probability.astype(np.float32)
-        truth = truths(row["stem"])
-        if regions:
-            near = _near(truth, probability.shape)
-            for key, values in _region_stats(probability, near, thresholds).items():
-                sizes[key][index] = values
-            peak_near[index] = bool(near.flat[int(np.argmax(probability))]) if probability.size else False
-        full = resize_probability(probability, truth.shape[::-1])
-        tp[index] = _counts_at(full[truth], thresholds)
-        fp[index] = _counts_at(full[~truth], thresholds)
-        positives[index], pixels[index] = truth.sum(), truth.size
-    predictions.stats = {"tp": tp, "fp": fp, "positives": positives, "pixels": pixels,
-                         **({**sizes, "peak_near": peak_near} if regions else {})}
+    tasks = ((probability, truths(row["stem"]), thresholds, regions)
+             for row, probability in zip(predictions.rows, predictions.probabilities))
+    # Labelling and skeletons are NumPy work (TensorFlow is idle here): a pool pays off; the
+    # per-epoch pixel scores (no regions) run during training and stay in this process.
+    rows = parallel_map(photo_stats, tasks, progress=False, chunksize=8) if regions else [photo_stats(t) for t in tasks]
+    keys = ["tp", "fp"] + ([f"{prefix}{m}" for m in REGION_MEASURES for prefix in ("", "near_")] if regions else [])
+    stats = {key: np.array([row[key] for row in rows], np.int64).reshape(len(rows), len(thresholds)) for key in keys}
+    stats.update(positives=np.array([row["positives"] for row in rows], np.int64),
+                 pixels=np.array([row["pixels"] for row in rows], np.int64))
+    if regions:
+        stats["peak_near"] = np.array([row["peak_near"] for row in rows], bool)
+    predictions.stats = stats
     return predictions
 
 
