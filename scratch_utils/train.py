@@ -446,16 +446,13 @@ class Fitting:
         return timing
 
 
-HEAD_PHOTOS = 300   # training photos the part head is fitted on (a slow encoder reads each once)
-
-
-def fit_part_head(model, prepared: Prepared, seed: int = 0, photos: int = HEAD_PHOTOS):
+def fit_part_head(model, prepared: Prepared, seed: int = 0, photos: int = 0):
     """The part head (:mod:`scratch_utils.decision`) fitted on whole training photos, good ones
-    included (at most ``photos`` of them, evenly spread over the good and the defective), from the
+    included (``photos`` > 0: that many, evenly spread over the good and the defective), from the
     trained segmentation network's features and mask (kept frozen)."""
     network = feature_model(model)
     rows = prepared.split("train")
-    if len(rows) > photos:
+    if 0 < photos < len(rows):
         ordered = sorted(rows, key=lambda r: r["quality"])
         rows = [ordered[int(k * len(ordered) / photos)] for k in range(photos)]
     inputs, labels = [], []
@@ -475,7 +472,7 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
     head, val = None, validation.best
     if config.decision == "head":
         started = time.perf_counter()
-        head = fit_part_head(best, prepared, config.seed)
+        head = fit_part_head(best, prepared, config.seed, config.head_photos)
         head.save(staging / PART_HEAD)
         if validation.best_head_inputs is not None:          # the best epoch's forward pass, kept
             val = SplitPredictions(prepared, val.rows, val.probabilities,
