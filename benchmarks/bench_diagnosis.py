@@ -61,7 +61,8 @@ VARIANTS = {
     "scale_0.25+lr_5e-4": {"prepare": {"scale": 0.25}, "train": {"learning_rate": 5e-4}},
     "squash+lr_5e-4": {"prepare": {"size": 128}, "train": {"learning_rate": 5e-4}},
     # The plant's call: tiles on good photos where the model fires, refreshed every epoch.
-    "hard_negatives_0.1": {"train": {"hard_negative_share": 0.1}},
+    "hard_negatives_0.1": {"train": {"hard_negative_share": 0.1}},      # every tile not on a defect
+    "hard_negatives_0.05": {"train": {"hard_negative_share": 0.05}},    # half of them
     "lr_5e-4+hard_negatives_0.1": {"train": {"learning_rate": 5e-4, "hard_negative_share": 0.1}},
     "xla": {"train": {"jit_compile": True}},             # speed: does XLA learn the same?
 }

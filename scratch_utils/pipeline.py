@@ -71,7 +71,7 @@ def tile_plan(prepared, tile_size: int = 128, defect_share: float = 0.5,
     (y, x), centred)``, tile ``k`` depending only on ``(seed, k)`` (and, for the
     ``hard_share`` of hard-negative tiles, on the places mined so far). See
     :func:`make_tile_dataset`."""
-    if not 0 <= defect_share <= 1 or not 0 <= hard_share <= 1 - defect_share:
+    if not 0 <= defect_share <= 1 or not 0 <= hard_share <= 1 - defect_share + 1e-9:
         raise ValueError(f"defect_share ({defect_share}) and hard_share ({hard_share}) must be shares "
                          f"between 0 and 1 that add up to at most 1")
     if tile_size < 16 or tile_size % 16:
