@@ -32,7 +32,7 @@ class TrainConfig:
     tile_size: int = 128                   # training crops at the working scale (whole photo if smaller)
     tiles_per_epoch: int = 1280            # 0: one tile per training photo
     defect_share: float = 0.9              # share of tiles centred on a defect pixel
-    hard_negative_share: float = 0.0       # share of tiles on good photos where the model fires (mined as it trains)
+    hard_negative_share: float = 0.1       # share of tiles on good photos where the model fires (mined as it trains)
     tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
     augment: bool = True
     normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
