@@ -42,7 +42,7 @@ from bench_recipe import summarise  # noqa: E402
 # The default profile's U-Net recipe when this diagnosis began (docs/recipe.md, "recipe").
 BASE = {"model": "unet", "loss": "bce_dice", "epochs": 8, "base_filters": 8, "batch_size": 4,
         "learning_rate": 2e-3, "tile_size": 128, "tiles_per_epoch": 1280, "defect_share": 0.9,
-        "validate_every": 4}
+        "validate_every": 4, "hard_negative_share": 0.0}
 VARIANTS = {
     "baseline": {},
     "squash": {"prepare": {"size": 128}},
