@@ -3,8 +3,8 @@ against the model's own forward pass on the same input, in the same run.
 
 Each model is built at the profile's size, saved as a run folder, and loaded by
 ``predict.Predictor``; a synthetic 1280x720 JPEG goes through ``open`` (reduce-on-decode to the
-working scale, and the photo at its own size for the overlay) and ``predict_photo`` (model on the
-whole photo, probability map resized back, mask and call). ``--run RUN`` adds a trained run (its
+working scale; the photo at its own size is decoded only for drawing, which this does not time) and
+``predict_photo`` (model on the whole photo, probability map resized back, mask and call). ``--run RUN`` adds a trained run (its
 masks are not empty, so the region rule has regions to measure). Medians of ``--repeats`` after
 a warm-up, the two timings interleaved. Targets: the U-Net under 1 s, and its Predictor path
 within 1.2 times its forward pass.
@@ -40,14 +40,14 @@ OUT = Path(__file__).resolve().parent / "results" / "inference.json"
 
 def timed(predictor: Predictor, photo_path: Path, repeats: int) -> dict:
     """Median milliseconds of the Predictor path and of the model's forward pass on its input."""
-    photo, model_photo = predictor.open(photo_path)
-    x, _ = predictor.model_input(model_photo, photo.size)
-    predictor.predict_photo(photo, model_photo)
+    opened = predictor.open(photo_path)
+    x, _ = predictor.model_input(opened.model_photo, opened.size)
+    predictor.predict_photo(opened)
     model_outputs(predictor.network, x)                                   # warm-up: trace the model
     path, forward = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        predictor.predict_photo(*predictor.open(photo_path))
+        predictor.predict_photo(predictor.open(photo_path))
         path.append(time.perf_counter() - started)
         started = time.perf_counter()
         model_outputs(predictor.network, x)

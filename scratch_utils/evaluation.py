@@ -359,9 +359,9 @@ def gallery(prepared, predictors: dict, rows: list[dict]):
     for row in rows:
         path = prepared.source_photo(row)
         for name, predictor in predictors.items():
-            photo, model_photo = predictor.open(path)
-            results[name].append(predictor.predict_photo(photo, model_photo))
-        photos.append(photo)
+            opened = predictor.open(path)
+            results[name].append(predictor.predict_photo(opened))
+        photos.append(opened.photo())
         truth_masks.append(prepared.truths(row["stem"]))
     titles = [f"{row['stem']} ({row['quality']})" for row in rows]
     return show_photo_predictions(photos, truth_masks, results, titles)

@@ -128,6 +128,30 @@ class PhotoPrediction:
         return float(self.probability.max()) if self.probability.size else 0.0
 
 
+def _fresh(source):
+    """A path, or a new stream over an upload's bytes (each decode reads from the start)."""
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+@dataclass
+class OpenedPhoto:
+    """A photo as :meth:`Predictor.open` read it: ``model_photo`` decoded the way preparation
+    decodes it, ``size`` the photo's own size as people see it (EXIF applied), and the photo
+    itself, decoded only when something draws it (:meth:`photo`)."""
+    model_photo: Image.Image
+    size: tuple
+    source: object = None
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+    _photo: Image.Image | None = None
+
+    def photo(self) -> Image.Image:
+        """The photo at its own resolution, as people see it."""
+        if self._photo is None:
+            self._photo = (self.model_photo if self.model_photo.size == tuple(self.size) or self.source is None
+                           else open_photo(_fresh(self.source), exif="always", max_megapixels=self.max_megapixels)[0])
+        return self._photo
+
+
 def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A boolean mask at ``size`` = (width, height), nearest neighbour."""
     if mask.shape[::-1] == tuple(size):
@@ -167,22 +191,16 @@ class Predictor:
             self._network = (self.model, feature_model(self.model))
         return self._network[1]
 
-    def open(self, source) -> tuple[Image.Image, Image.Image]:
-        """(photo as people see it, the same photo decoded the way preparation decodes it).
-
-        ``source`` is a path or the bytes of an upload. EXIF orientation is applied, so the
-        mask matches the displayed photo. Preparation decodes JPEGs at a reduced scale
-        (reduce-on-decode); the model sees those same pixels here. Bad input: ``ItemError``
-        (``PhotoTooLarge`` over the pixel budget, before anything is decoded).
+    def open(self, source) -> "OpenedPhoto":
+        """A photo (a path or the bytes of an upload) decoded the way preparation decodes it:
+        JPEGs at a reduced scale (reduce-on-decode), so the model sees the pixels ``prepare``
+        wrote. EXIF orientation is applied, so the mask matches the displayed photo; the photo at
+        its own resolution is decoded only when something draws it (:meth:`OpenedPhoto.photo`).
+        Bad input: ``ItemError`` (``PhotoTooLarge`` over the pixel budget, before anything is decoded).
         """
-        def fresh():
-            return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
-
-        model_photo, full = open_photo(fresh(), self.geometry, exif="always",
+        model_photo, full = open_photo(_fresh(source), self.geometry, exif="always",
                                        max_megapixels=self.max_megapixels)
-        photo = (model_photo if model_photo.size == tuple(full)
-                 else open_photo(fresh(), exif="always", max_megapixels=self.max_megapixels)[0])
-        return photo, model_photo
+        return OpenedPhoto(model_photo, tuple(full), source, self.max_megapixels)
 
     def model_input(self, photo: Image.Image, full_size: tuple[int, int] | None = None
                     ) -> tuple[np.ndarray, object]:
@@ -192,13 +210,14 @@ class Predictor:
         image = model_input_image(photo, layout)
         return np.asarray(image, dtype=np.float32) / 255.0, layout
 
-    def predict_photo(self, photo: Image.Image, model_photo: Image.Image | None = None) -> PhotoPrediction:
+    def predict_photo(self, photo: "OpenedPhoto | Image.Image") -> PhotoPrediction:
         """The mask at the photo's own size, the part's call and where it points.
 
-        Pass ``model_photo`` from :meth:`open` to match preparation pixel for pixel; an
-        image already in memory alone is resized from full resolution (nearly the same)."""
-        width, height = photo.size
-        x, layout = self.model_input(model_photo or photo, (width, height))
+        Pass what :meth:`open` returns to match preparation pixel for pixel; an image already
+        in memory is resized from its full resolution (nearly the same)."""
+        opened = photo if isinstance(photo, OpenedPhoto) else OpenedPhoto(photo, photo.size)
+        width, height = opened.size
+        x, layout = self.model_input(opened.model_photo, (width, height))
         outputs = model_outputs(self.network, x)
         box = (slice(layout.y0, layout.y0 + layout.box_h), slice(layout.x0, layout.x0 + layout.box_w))
         content, point = outputs[0][box], self.point
@@ -248,15 +267,15 @@ def predict(run, inputs, out, progress: bool = True,
     rows, skipped = [], []
     for path in tqdm(paths, desc="predicting", unit="img", disable=not progress or len(paths) < 20):
         try:
-            photo, model_photo = predictor.open(path)
+            opened = predictor.open(path)
         except ItemError as exc:
             skipped.append({"file": str(path), "reason": str(exc)})
             continue
-        result = predictor.predict_photo(photo, model_photo)
+        result = predictor.predict_photo(opened)
         stem = (path.stem if inputs.is_file()
                 else path.relative_to(inputs).with_suffix("").as_posix().replace("/", "__"))
         atomic_write_bytes(out / f"{stem}.png", png_bytes(mask_image(result.mask)))
-        atomic_write_bytes(out / f"{stem}_overlay.png", png_bytes(overlay_image(photo, result.mask)))
+        atomic_write_bytes(out / f"{stem}_overlay.png", png_bytes(overlay_image(opened.photo(), result.mask)))
         rows.append({"stem": stem, "source": str(path), "defective": "yes" if result.defective else "no",
                      "score": round(result.score, 4), "defect_area_share": round(result.defect_area_share, 6),
                      "max_probability": round(result.max_probability, 4)})

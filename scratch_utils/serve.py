@@ -122,8 +122,8 @@ class MaskService:
             with self._state:
                 self.in_flight -= 1
 
-    def read_upload(self, data: bytes) -> tuple[Image.Image, Image.Image]:
-        """(photo, photo as preparation decodes it) from the upload's bytes, in memory.
+    def read_upload(self, data: bytes):
+        """The upload's photo, opened in memory as :meth:`Predictor.open` opens it.
         PhotoTooLarge (before decoding) over the pixel budget; ValueError when unreadable."""
         if not data:
             raise ValueError("the uploaded file is empty")
@@ -134,18 +134,19 @@ class MaskService:
         except ItemError as exc:
             raise ValueError(f"could not read the upload as an image ({exc})") from None
 
-    def analyse(self, photo: Image.Image, model_photo: Image.Image | None = None) -> dict:
+    def analyse(self, opened) -> dict:
         if not self.lock.acquire(timeout=self.max_wait_s):
             raise self._busy(self.max_wait_s)
         try:
             started = time.perf_counter()
-            result = self.predictor.predict_photo(photo, model_photo)
+            result = self.predictor.predict_photo(opened)
             seconds = time.perf_counter() - started
         finally:
             self.lock.release()
         with self._state:
             self.seconds_per_photo = (seconds if not self.seconds_per_photo
                                       else 0.8 * self.seconds_per_photo + 0.2 * seconds)
+        photo = opened.photo()
         width, height = photo.size
         point = self.predictor.point
         boxes = defect_boxes(result.model_mask, *result.scale)
@@ -207,9 +208,9 @@ def _page_view(service: MaskService, upload_bytes):
         try:
             data = upload_bytes()
             with service.admitted():
-                photos = service.read_upload(data)
-                answer = service.analyse(*photos)
-            return render_template("page.html", answer=answer, photo=_png_base64(photos[0]), **context)
+                opened = service.read_upload(data)
+                answer = service.analyse(opened)
+            return render_template("page.html", answer=answer, photo=_png_base64(opened.photo()), **context)
         except (ValueError, PhotoTooLarge, ServiceBusy) as exc:
             status = 400 if isinstance(exc, ValueError) else 413 if isinstance(exc, PhotoTooLarge) else 503
             response = make_response(render_template("page.html", error=str(exc), **context), status)
@@ -247,7 +248,7 @@ def create_app(run, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
         try:
             data = upload_bytes()
             with service.admitted():
-                return jsonify(service.analyse(*service.read_upload(data)))
+                return jsonify(service.analyse(service.read_upload(data)))
         except ValueError as exc:
             return _error(400, str(exc))
         except (PhotoTooLarge, ServiceBusy) as exc:

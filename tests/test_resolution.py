@@ -171,11 +171,11 @@ features = keras.layers.Conv2D(128, 3, padding="same", activation="relu")(image)
 model = keras.Model(image, keras.layers.Conv2D(1, 1, activation="sigmoid")(features))
 predictor = Predictor(run, model=model)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-photo, model_photo = predictor.open(photo_path)
+opened = predictor.open(photo_path)
 if tiled:
-    shape = list(predictor.predict_photo(photo, model_photo).mask.shape)
+    shape = list(predictor.predict_photo(opened).mask.shape)
 else:
-    x, _ = predictor.model_input(model_photo, photo.size)
+    x, _ = predictor.model_input(opened.model_photo, opened.size)
     shape = list(probability_map(model, x, max_pixels=10**12).shape)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"grew_mb": (peak - before) / 1024, "shape": shape}))
@@ -221,9 +221,9 @@ def test_an_exif_rotated_photo_gets_a_mask_matching_the_displayed_photo(run, tmp
     stored.save(path, exif=exif.tobytes(), quality=95)
     assert Image.open(path).size == (120, 200)
     predictor = Predictor(run, mask_threshold=0.5, decision_threshold=0.5, model=RedChannelModel())
-    photo, model_photo = predictor.open(path)
-    assert photo.size == (200, 120)
-    mask = predictor.predict_photo(photo, model_photo).mask
+    opened = predictor.open(path)
+    assert opened.size == (200, 120) and opened.photo().size == (200, 120)
+    mask = predictor.predict_photo(opened).mask
     assert mask.shape == (120, 200)
     assert mask[:, 5:35].mean() > 0.95 and mask[:, 60:].mean() < 0.01
 

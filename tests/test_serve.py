@@ -70,7 +70,7 @@ def test_api_answers_like_predict_does(client, run, photos, quality):
     body = response.get_json()
     photo = Image.open(io.BytesIO(photos[quality])).convert("RGB")
     predictor = Predictor(run)
-    expected = predictor.predict_photo(*predictor.open(photos[quality]))  # `predict`'s code path
+    expected = predictor.predict_photo(predictor.open(photos[quality]))  # `predict`'s code path
     assert body["defective"] == expected.defective
     assert body["verdict"] == ("defective" if expected.defective else "good")
     # the decision `train` wrote into the run folder, applied the same way by the app and `predict`

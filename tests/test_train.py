@@ -148,8 +148,9 @@ def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
     differs_when_fully_decoded = 0
     for row in Prepared.open(prepared).rows[:8]:
         source = prepared.parent / "source" / row["source_image"]
-        photo, model_photo = predictor.open(source)
-        assert photo.size == (row["width"], row["height"]) and model_photo.size != photo.size
+        opened = predictor.open(source)
+        photo, model_photo = opened.photo(), opened.model_photo
+        assert photo.size == opened.size == (row["width"], row["height"]) and model_photo.size != photo.size
         written = np.asarray(Image.open(prepared / "images" / f"{row['stem']}.png").convert("RGB"),
                              dtype=np.float32) / 255.0
         seen, _ = predictor.model_input(model_photo, photo.size)
@@ -159,7 +160,8 @@ def test_predictor_sees_exactly_the_pixels_preparation_wrote(prepared, run):
     assert differs_when_fully_decoded  # the test would catch a return to the full decode
     with open(source, "rb") as handle:  # uploads arrive as bytes: same pixels
         from_bytes = predictor.open(handle.read())
-    assert np.array_equal(np.asarray(from_bytes[1]), np.asarray(model_photo))
+    assert np.array_equal(np.asarray(from_bytes.model_photo), np.asarray(model_photo))
+    assert from_bytes.photo().size == photo.size
 
 
 @pytest.mark.slow
@@ -394,7 +396,7 @@ def test_a_run_decided_by_its_part_head_keeps_it_and_every_reader_applies_it(pre
     predictor = Predictor(run)
     source = Prepared.open(prepared)
     for k, row in enumerate(test.rows[:4]):
-        result = predictor.predict_photo(*predictor.open(source.source_photo(row)))
+        result = predictor.predict_photo(predictor.open(source.source_photo(row)))
         assert result.rule == "head"
         assert result.score == pytest.approx(float(test.part_scores[k]), abs=0.02)
     assert read_metrics(run)["test"]["detection_rate"] == pytest.approx(
