@@ -292,30 +292,41 @@ def scores(predictions: SplitPredictions, point: OperatingPoint, truths=None) ->
 
 
 PART_SCORES = "__part_scores__"   # the part head's scores, stored beside the probabilities
+STATS = "__stats__"               # the sweep's counts, so a reader need not sweep again
 
 
 def save_predictions(predictions: SplitPredictions, path: str | Path) -> None:
-    """Keep a split's probabilities (float16), and the part head's scores, beside the model."""
+    """Keep a split's probabilities (float16), the part head's scores and the sweep's counts
+    (when it was swept with regions) beside the model."""
     buffer = io.BytesIO()
     arrays = {row["stem"]: p for row, p in zip(predictions.rows, predictions.probabilities)}
     if predictions.part_scores is not None:
         arrays[PART_SCORES] = np.asarray(predictions.part_scores, np.float32)
+    if "length" in predictions.stats:
+        arrays[f"{STATS}thresholds"] = np.asarray(predictions.thresholds, np.float64)
+        arrays.update({f"{STATS}{key}": value for key, value in predictions.stats.items()})
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_predictions(path: Path, prepared: Prepared, rows: list) -> SplitPredictions | None:
-    """What :func:`save_predictions` kept for ``rows`` (None when a photo is missing)."""
+    """What :func:`save_predictions` kept for ``rows`` (None when a photo is missing); the sweep's
+    counts come back too when they were kept for these photos and this grid."""
     with np.load(path) as stored:
         if not all(row["stem"] in stored for row in rows):
             return None
         scores = stored[PART_SCORES] if PART_SCORES in stored and len(stored[PART_SCORES]) == len(rows) else None
-        return SplitPredictions(prepared, rows, [stored[row["stem"]] for row in rows], part_scores=scores)
+        predictions = SplitPredictions(prepared, rows, [stored[row["stem"]] for row in rows], part_scores=scores)
+        kept = [name for name in stored.files if name.startswith(STATS)]
+        if (f"{STATS}thresholds" in kept and tuple(stored[f"{STATS}thresholds"]) == tuple(predictions.thresholds)
+                and len(stored[f"{STATS}tp"]) == len(rows)):
+            predictions.stats = {name[len(STATS):]: stored[name] for name in kept if name != f"{STATS}thresholds"}
+        return predictions
 
 
 def run_predictions(run: str | Path, split: str, prepared=None) -> SplitPredictions:
     """A run's predictions for a split, swept: from ``predictions/<split>.npz`` when ``train``
-    left them there for this model, else predicted now (and kept)."""
+    left them there for this model (with the sweep's counts), else predicted now (and kept)."""
     run = Path(run)
     prepared = Prepared.of(prepared or load_run_config(run)["prepared"])
     rows = prepared.split(split)
@@ -323,10 +334,10 @@ def run_predictions(run: str | Path, split: str, prepared=None) -> SplitPredicti
     if cache.is_file() and cache.stat().st_mtime >= (run / "model.keras").stat().st_mtime:
         kept = load_predictions(cache, prepared, rows)
         if kept is not None:
-            return sweep(kept)
-    predictions = predict_split(load_run_model(run), prepared, split, load_part_head(run))
+            return kept if "length" in kept.stats else sweep(kept)
+    predictions = sweep(predict_split(load_run_model(run), prepared, split, load_part_head(run)))
     save_predictions(predictions, cache)
-    return sweep(predictions)
+    return predictions
 
 
 def evaluate_run(run, prepared=None, split: str = "test", **overrides) -> dict:

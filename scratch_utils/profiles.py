@@ -112,13 +112,15 @@ PROFILES = {
                      training=TrainConfig(epochs=1, base_filters=4, batch_size=8, tile_size=64, tiles_per_epoch=32,
                                           validate_every=1)),
     # The recipe of TrainConfig (docs/recipe.md) at 10,240 training tiles, sized for `make report` on
-    # a 2-core CPU; the VGG16 encoder stays frozen and sees a quarter of the samples, and its part head
-    # half the training photos (its predictions take about 14 times a U-Net's). Validation and test parts are generated apart from the
+    # a 2-core CPU; the VGG16 encoder stays frozen and sees a quarter of the samples, without the hard
+    # negatives (mining them means predicting good photos every epoch) and, with a part head, half the
+    # training photos for it: its predictions take about 14 times a U-Net's. Validation and test parts are generated apart from the
     # training parts, with enough good parts that 5% of them is 8 and 15 parts.
     "default": Profile("default", (1280, 720), {"train": SyntheticSplit(600, 0, 0.4),
                                                 "val": SyntheticSplit(270, 1, 0.62),
                                                 "test": SyntheticSplit(425, 2, 0.74)},
-                       published=True, vgg16={"epochs": 2, "frozen_throughout": True, "head_photos": 300}),
+                       published=True, vgg16={"epochs": 2, "frozen_throughout": True, "head_photos": 300,
+                                              "hard_negative_share": 0.0}),
     # The earlier projects' model sizes for a GPU or Colab: 64 base filters, 30 epochs, 256-px tiles.
     "full": Profile("full", (1280, 720), {"train": SyntheticSplit(2000, 0, 0.4), "val": SyntheticSplit(270, 1, 0.62),
                                           "test": SyntheticSplit(425, 2, 0.74)},
