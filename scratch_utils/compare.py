@@ -48,7 +48,7 @@ SCORES = ["dice", "dice_low", "dice_high", "iou", "miou", "tolerance_f1", "preci
           "dice_defective_parts", "detection_rate", "detection_rate_low", "detection_rate_high",
           "located_detection_rate", "located_detection_rate_low", "located_detection_rate_high",
           "false_alarm_rate", "false_alarm_rate_low", "false_alarm_rate_high", "auroc", "false_alarms_at_95",
-          "defective_parts", "good_parts"]
+          "false_alarms_at_95_any", "defective_parts", "good_parts"]
 
 
 def comparison_row(name: str, config: dict, metrics: dict) -> dict:

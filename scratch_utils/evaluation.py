@@ -284,6 +284,7 @@ def scores(predictions: SplitPredictions, point: OperatingPoint, truths=None) ->
         # The plant's curve at its target: the fewest false alarms of any decision of this rule
         # that catches 95% where the defect is (read off this split: a bound, not a result).
         "false_alarms_at_95": false_alarms_at(predictions, point.rule),
+        "false_alarms_at_95_any": false_alarms_at(predictions, point.rule, located=False),   # counting every call
         "auroc_max_probability": auroc(defective, predictions.max_probabilities),
         "mask_threshold": float(point.mask_threshold), "decision_threshold": float(point.decision_threshold),
         "min_region": int(point.min_region), "region_measure": point.region_measure, "rule": point.rule,
