@@ -13,6 +13,7 @@ sys.path.insert(0, str(HERE))
 from bench_diagnosis import markdown_table as diagnosis_table  # noqa: E402
 from bench_diagnosis import rules_table  # noqa: E402
 from bench_real import markdown_table as real_table  # noqa: E402
+from bench_operating_points import markdown_table as operating_points_table  # noqa: E402
 from bench_recipe import markdown_table as recipe_table  # noqa: E402
 
 DOC = HERE.parent / "docs" / "recipe.md"
@@ -50,7 +51,8 @@ def tables() -> dict[str, str]:
                 "diagnosis-magnetic-classes": ("diagnosis_magnetic_tile_by_class.json", classes_table),
                 "diagnosis-default": ("diagnosis_default.json", diagnosis_table),
                 "decision-default": ("diagnosis_default.json", rules_table),
-                "real-magnetic": ("real_magnetic_tile.json", real_table)}
+                "real-magnetic": ("real_magnetic_tile.json", real_table),
+                "operating-points": ("operating_points.json", operating_points_table)}
     for marker, (name, table) in optional.items():
         if (HERE / "results" / name).is_file():
             found[marker] = table(load(name))

@@ -175,3 +175,23 @@ def test_the_readme_opens_with_the_course_the_two_commands_and_the_verdict(rows)
     top = "\n".join(readme[:25])
     assert "make report" in top and "make test" in top
     assert verdict(rows).splitlines()[0] in top, "the verdict within the README's first 25 lines"
+
+
+def test_the_readmes_where_it_breaks_states_the_committed_operating_points(rows):
+    """The README's paragraph on where the part call breaks quotes benchmarks/results/operating_points.json
+    (validation) and the U-Net's committed test Dice."""
+    points = json.loads((ROOT / "benchmarks" / "results" / "operating_points.json").read_text())["models"]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    unet = points["unet"]["located"]
+    assert (f"catches 85% of the defective parts where the defect is at {unet['0.85']:.0%} false alarms, "
+            f"and 90% at {unet['0.90']:.0%}") in readme
+    worst_case = min(p["located"]["0.95"] for p in points.values())
+    assert f"At 95% every trained model flags {worst_case:.0%} or more of the good parts" in readme
+    dice = next(r for r in rows if r["name"] == "unet")["test_dice"]
+    assert f"(Dice {dice:.2f})" in readme
+
+
+def test_the_readme_states_the_committed_report_time():
+    timings = json.loads((RESULTS / "report_timings.json").read_text())
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"`make report` took {round(timings['total_seconds'] / 60)} minutes" in readme
