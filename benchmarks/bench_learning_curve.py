@@ -59,7 +59,11 @@ def point(profile, path: str, multiple: float, seed: int, runs: Path) -> dict:
     return row
 
 
-def plot(rows: list[dict], profile_name: str):
+# What a curve written before the JSON named its recipe measured (docs/recipe.md, section 3).
+EARLIER = "the earlier recipe (defect share 0.5, no hard negatives) on the first default set"
+
+
+def plot(rows: list[dict], label: str):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for path in PATHS:
         mine = sorted((r for r in rows if r["path"] == path), key=lambda r: r["samples_seen"])
@@ -80,7 +84,7 @@ def plot(rows: list[dict], profile_name: str):
         ax.set_xlabel("training samples seen (tiles or squashed photos, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-    fig.suptitle(f"Learning curve of the U-Net at the course's recipe, {profile_name} set, validation, one seed per point")
+    fig.suptitle(f"Learning curve of the U-Net: {label}; validation, one seed per point")
     fig.tight_layout()
     return fig
 
@@ -98,14 +102,16 @@ def main(argv=None) -> None:
     json_path = (out or ROOT / "benchmarks" / "results") / "learning_curve.json"
     figure_path = (out or ROOT / "figures") / "learning_curve.png"
     if args.plot_only:
-        write_figure(plot(json.loads(json_path.read_text())["points"], profile.name), figure_path)
+        kept = json.loads(json_path.read_text())
+        write_figure(plot(kept["points"], kept.get("label", EARLIER)), figure_path)
         return
     runs = profile_dir(profile) / "learning_curve"
     rows = [point(profile, path, multiple, args.seed, runs) for path in PATHS for multiple in args.multiples]
-    atomic_write_json(json_path, {"benchmark": "learning_curve", "profile": profile.name, "seed": args.seed,
+    label = f"the course's recipe, {profile.name} set"
+    atomic_write_json(json_path, {"benchmark": "learning_curve", "profile": profile.name, "seed": args.seed, "label": label,
                                   "scored_on": "validation split, photo resolution", "points": rows,
                                   "cpu_count": os.cpu_count(), "machine": platform.machine()})
-    write_figure(plot(rows, profile.name), figure_path)
+    write_figure(plot(rows, label), figure_path)
     print(f"wrote {json_path.name} and {figure_path.name}")
 
 

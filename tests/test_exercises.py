@@ -97,7 +97,8 @@ def test_04_a_random_or_an_edge_trained_encoder_trains_and_more_epochs_are_one_c
     from scratch_utils.profiles import get_profile
     from scratch_utils.train import train_or_reuse
     config = get_profile("smoke").train_config("vgg16_unet", weights, tile_size=32, batch_size=4, tiles_per_epoch=8)
-    assert config.but(epochs=8).epochs == 8 and config.but(epochs=8).encoder_weights == weights
+    longer = config.but(epochs=8, freeze_encoder_epochs=8)      # exercise 2: only the budget changes
+    assert longer.epochs == 8 and longer.encoder_weights == weights and longer.freeze_encoder_epochs == 8
     run = train_or_reuse(prepared, tmp_path / "vgg", config, verbose=0)
     written = json.loads((run / "config.json").read_text())
     assert written["encoder_weights"] == weights
