@@ -27,3 +27,16 @@ def test_the_learning_curve_runs_in_the_smoke_profile(tmp_path):
     single = {p["path"]: p["samples_seen"] for p in result["points"] if p["multiple"] == 1}
     assert all(doubled[path] == 2 * single[path] for path in single), "samples seen double with the budget"
     assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_the_operating_points_benchmark_reads_a_run_and_writes_its_table(run, tmp_path):
+    """bench_operating_points.py on a trained run folder: a false-alarm rate per target that never falls as
+    the target rises, and the table docs/recipe.md shows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_operating_points import TARGETS, markdown_table, operating_points
+    row = operating_points(run)
+    located = [row["located"][f"{t:.2f}"] for t in TARGETS]
+    assert all(0 <= v <= 1 for v in located) and located == sorted(located)
+    assert all(row["any_call"][f"{t:.2f}"] <= row["located"][f"{t:.2f}"] for t in TARGETS)
+    assert row["defective_parts"] > 0 and row["good_parts"] > 0
+    assert markdown_table({"models": {"unet": row}}).count("\n") == 2
