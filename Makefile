@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 report: $(STAMP)
 	$(PY) -m scratch_utils report --profile default
 
+# One worker per core (pytest-xdist): the notebooks and trainings are mostly single-threaded
+# Python at the smoke profile's sizes, so two run side by side on a 2-core machine.
 test: $(STAMP)
-	SCRATCH_PROFILE=smoke $(PY) -m pytest
+	SCRATCH_PROFILE=smoke $(PY) -m pytest -n auto --dist worksteal
 
 test-fast: $(STAMP)
 	SCRATCH_PROFILE=smoke $(PY) -m pytest -q -m "not slow"
