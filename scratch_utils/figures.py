@@ -170,7 +170,9 @@ def plot_comparison_bars(rows: list[dict], chosen: str | None = None, split: str
         if key in keys:   # the plant's target and limit apply to these scores only (named in the legend)
             k = list(keys).index(key)
             ax.hlines(level, k - 0.45, k + 0.45, color="black", linestyle=style, linewidth=1.4, label=label)
-    ax.set_ylabel(f"{split} score\n(whiskers: 95% interval over parts)", fontsize=11)
+    bare = [names.get(key, key).replace("\n", " ") for key in keys if not any(f"{split}_{key}_low" in row for row in rows)]
+    whiskers = "\n(whiskers: 95% interval over parts" + (f";\nnone on {', '.join(bare)})" if bare else ")")
+    ax.set_ylabel(f"{split} score" + (whiskers if len(bare) < len(keys) else ""), fontsize=11)
     ax.tick_params(labelsize=11)
     ax.set_title(f"Models compared on the {split} split, each at its operating point chosen on validation")
     ax.legend(fontsize=10, ncol=1, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -512,9 +512,9 @@ def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbo
             previous = load_run_config(out)
         except (FileNotFoundError, ValueError):    # missing, or an older format
             previous = None
-        wanted, defaults = config.identity(), TrainConfig().identity()
-        # a setting added since the run was trained counts at its default (what the run did)
-        if (previous and all(previous.get(key, defaults[key]) == value for key, value in wanted.items())
+        # A setting the stored run does not name was added after it was trained: what the run
+        # did there is unknown (today's default may be a new behaviour), so it trains again.
+        if (previous and all(key in previous and previous[key] == value for key, value in config.identity().items())
                 and Path(previous.get("prepared", "")) == prepared.folder):
             return out
     return train(prepared, out, config, overwrite=True, verbose=verbose)

@@ -190,6 +190,23 @@ def test_train_or_reuse_reuses_only_the_same_run(prepared, run):
 
 
 @pytest.mark.slow
+def test_a_run_missing_a_setting_is_trained_again_not_taken_at_todays_default(prepared, run, tmp_path):
+    """A setting added after a run was trained (here: hard negatives, whose default is now on) is
+    not assumed at today's default: the run did something else there."""
+    import shutil
+
+    from scratch_utils.train import train_or_reuse
+    out = shutil.copytree(run, tmp_path / "older")
+    config = json.loads((out / "config.json").read_text())
+    del config["hard_negative_share"]
+    (out / "config.json").write_text(json.dumps(config))
+    stamp = (out / "model.keras").stat().st_mtime_ns
+    assert train_or_reuse(prepared, out, TrainConfig(**TINY), verbose=0) == out
+    assert (out / "model.keras").stat().st_mtime_ns != stamp, "retrained"
+    assert "hard_negative_share" in json.loads((out / "config.json").read_text())
+
+
+@pytest.mark.slow
 def test_a_run_in_an_older_format_is_trained_again_not_reused(prepared, run, tmp_path):
     import shutil
 
