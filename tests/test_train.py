@@ -66,6 +66,19 @@ def test_hed_weights_load_or_say_how_to_get_them():
     assert np.array_equal(model.get_layer("block3_conv3").get_weights()[0], expected)
 
 
+def test_a_training_step_is_traced_once():
+    """compile_model makes the optimizer's variables before fit: a traced step that creates them
+    is traced again by TensorFlow, which costs seconds per run on a CPU."""
+    from scratch_utils.train import compile_model
+    model = models.build_model("unet", base_filters=4, depth=2)
+    compile_model(model, "bce_dice", 1e-3, steps=2)
+    traces, step = [], model.train_step
+    model.train_step = lambda data: (traces.append(1), step(data))[1]
+    x = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
+    model.fit(x, (x[..., :1] > 0.5).astype(np.float32), batch_size=2, epochs=1, verbose=0)
+    assert len(traces) == 1
+
+
 def test_run_folder_contract(run):
     assert {p.name for p in run.iterdir()} == {"model.keras", "config.json", "history.csv", "predictions",
                                               "training_curves.png", "metrics.json",
