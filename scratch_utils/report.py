@@ -1,6 +1,6 @@
 """The report (``make report``, ``python -m scratch_utils report``): every notebook run in order
 on a profile, each written back only when it ran through (a failed run never clobbers the
-committed, rendered notebook), its timings and the package versions kept in ``results/``, and
+committed, rendered notebook; a smoke run writes its renders beside its data instead), its timings and the package versions kept in ``results/``, and
 the README's results table and verdict written from ``results/comparison.json``.
 """
 from __future__ import annotations
@@ -57,7 +57,15 @@ def run_all(profile: str = "default", only: list[str] | None = None,
         raise FileNotFoundError(f"no notebooks found in {folder}")
     if repo_root() and folder == repo_root() / "notebooks":
         sync_links()
-    timings = [_run_one(path, profile) for path in paths]
+    # Only a published profile's render replaces the committed notebooks; any other (smoke) is
+    # written beside its own data, so `report --profile smoke` never overwrites the rendered course.
+    from .profiles import get_profile, profile_dir
+    chosen = get_profile(profile)
+    rendered = folder if chosen.published else profile_dir(chosen) / "notebooks"
+    if rendered != folder:
+        print(f"the {profile} profile's notebooks are written to {rendered} (the committed ones stay as they are)",
+              file=sys.stderr)
+    timings = [_run_one(path, profile, rendered / path.name) for path in paths]
     total = sum(t["seconds"] for t in timings)
     print(f"all {len(timings)} notebooks in {total / 60:.1f} min", file=sys.stderr)
     root = repo_root()
@@ -73,8 +81,8 @@ def run_all(profile: str = "default", only: list[str] | None = None,
     return [(t["notebook"], t["seconds"]) for t in timings]
 
 
-def _run_one(path: Path, profile: str) -> dict:
-    """Execute one notebook, write it back normalised; its time and its cells' times."""
+def _run_one(path: Path, profile: str, rendered: Path) -> dict:
+    """Execute one notebook, write it normalised to ``rendered``; its time and its cells' times."""
     from nbclient.exceptions import CellExecutionError
     started = time.perf_counter()
     print(f"running {path.name} ({profile} profile) ...", flush=True)
@@ -86,7 +94,8 @@ def _run_one(path: Path, profile: str) -> dict:
             raise NotebookOutputError(path.name, exc.evalue) from None
         raise
     cells = cell_seconds(nb)
-    write(nb, path)
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    write(nb, rendered)
     seconds = time.perf_counter() - started
     slowest = sorted(cells, key=lambda c: -c[1])[:3]
     print(f"  done in {seconds:.0f} s; slowest cells: "

@@ -156,3 +156,22 @@ def test_the_report_stops_with_one_line_when_a_notebook_cannot_write(tmp_path, c
     with pytest.raises(OutputError, match=r"01_full_disk.ipynb stopped: .*No space left on device"):
         run_all(profile="smoke", folder=tmp_path)
     assert path.read_bytes() == before, "a notebook that failed is not written back"
+
+
+@pytest.mark.slow
+def test_a_smoke_report_never_replaces_the_rendered_notebooks(tmp_path, monkeypatch):
+    """Only a published profile's render is written over the notebooks; a smoke render goes beside
+    the smoke data."""
+    import nbformat
+
+    from scratch_utils.report import run_all
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "data"))
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    path = notebooks / "01_hello.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('rendered')")]), path)
+    before = path.read_bytes()
+    run_all(profile="smoke", folder=notebooks)
+    assert path.read_bytes() == before, "the committed notebook is untouched"
+    rendered = nbformat.read(tmp_path / "data" / "smoke" / "notebooks" / "01_hello.ipynb", as_version=4)
+    assert "rendered" in rendered.cells[0].outputs[0]["text"]
