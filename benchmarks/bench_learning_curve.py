@@ -64,12 +64,18 @@ EARLIER = "the earlier recipe (defect share 0.5, no hard negatives) on the first
 
 
 def plot(rows: list[dict], label: str):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for path in PATHS:
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4.2))
+    for k, path in enumerate(PATHS):
         mine = sorted((r for r in rows if r["path"] == path), key=lambda r: r["samples_seen"])
         x = [r["samples_seen"] for r in mine]
-        axes[0].plot(x, [r["val_dice"] for r in mine], marker="o", label=path)
-        axes[1].plot(x, [r["val_false_alarms_at_95"] for r in mine], marker="o", label=path)
+        colour = f"C{k}"
+        axes[0].plot(x, [r["val_dice"] for r in mine], marker="o", color=colour, label=path)
+        axes[1].plot(x, [r["val_false_alarms_at_95"] for r in mine], marker="o", color=colour,
+                     label=f"{path}: any call")
+        if all("val_false_alarms_at_95_located" in r for r in mine):
+            axes[1].plot(x, [r["val_false_alarms_at_95_located"] for r in mine], marker="s", linestyle="--",
+                         color=colour, label=f"{path}: where the defect is")
+    axes[1].axhline(0.05, color="black", linestyle=":", linewidth=1.2, label="plant's limit: 5%")
     axes[0].set_title("pooled pixel Dice (validation, photo resolution)")
     axes[1].set_title("false alarms at 95% of defective parts caught")
     axes[0].set_ylabel("Dice")
@@ -83,7 +89,8 @@ def plot(rows: list[dict], label: str):
         ax.minorticks_off()
         ax.set_xlabel("training samples seen (tiles or squashed photos, log scale)")
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
+    axes[0].legend(frameon=False)
+    axes[1].legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"Learning curve of the U-Net: {label}; validation, one seed per point")
     fig.tight_layout()
     return fig
