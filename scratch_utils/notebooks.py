@@ -87,7 +87,7 @@ def execute(path: Path, profile: str, timeout: int = 3600):
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.M)
 SETTINGS_CELL = """\
-# Settings: edit a value, then run this cell again (or Runtime > Run all): every edit takes effect.
+# Settings: edit a value, then Runtime > Run all (or this cell and every cell below it): the edit takes effect.
 PROFILE_NAME = "default"     # "smoke": a few minutes; "default": the committed CPU run; "full": a GPU
 DATA_SOURCE = None           # your photos: a folder of AIHub labels, a COCO export or images/ + masks/
 USE_GOOGLE_DRIVE = False     # keep data and trained runs on Drive: Colab forgets them when it recycles
