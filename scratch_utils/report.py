@@ -1,7 +1,8 @@
 """The report (``make report``, ``python -m scratch_utils report``): every notebook run in order
 on a profile, each written back only when it ran through (a failed run never clobbers the
-committed, rendered notebook; a smoke run writes its renders beside its data instead), its timings and the package versions kept in ``results/``, and
-the README's results table and verdict written from ``results/comparison.json``.
+committed, rendered notebook; a smoke run writes its renders beside its data instead), its
+timings and the package versions kept in ``results/``, and the README's results table and
+verdict written from ``results/comparison.json``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from .errors import OutputError
 from .files import atomic_write_json, atomic_write_text
 from .notebooks import execute, sync_links, write
-from .profiles import repo_root
+from .profiles import get_profile, profile_dir, repo_root
 
 
 def cell_seconds(nb) -> list[tuple[int, float, str]]:
@@ -59,7 +60,6 @@ def run_all(profile: str = "default", only: list[str] | None = None,
         sync_links()
     # Only a published profile's render replaces the committed notebooks; any other (smoke) is
     # written beside its own data, so `report --profile smoke` never overwrites the rendered course.
-    from .profiles import get_profile, profile_dir
     chosen = get_profile(profile)
     rendered = folder if chosen.published else profile_dir(chosen) / "notebooks"
     if rendered != folder:

@@ -342,7 +342,7 @@ def compile_model(model, loss: str, learning_rate, steps: int, schedule: str = "
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=get_loss(loss),
                   metrics=[keras.metrics.BinaryIoU([1], threshold=0.5, name="tile_iou")], jit_compile=jit_compile)
     # Adam's moments made now, not inside the first traced step: a step that creates variables
-    # is traced twice by TensorFlow (seconds per run on a CPU, most of a smoke-profile run).
+    # is traced twice by TensorFlow (2-5 s a run on a CPU, a fifth of a smoke-profile run).
     model.optimizer.build(model.trainable_variables)
     return model
 
