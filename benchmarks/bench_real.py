@@ -9,7 +9,10 @@ adds the same photos with their masks binarised at > 0 (a 1-px fringe and specks
 export tools write them), prepared from a copy under ``data/real/``: the folder itself is only
 read. Runs are kept and reused, so the script can be stopped and started again.
 
-    python benchmarks/bench_real.py FOLDER [--masks published binarised] [--seeds 0 1]
+    python benchmarks/bench_real.py FOLDER [--masks published binarised] [--seeds 0 1] [--fixed-scales 0.25]
+
+``--fixed-scales`` adds the working-scale path prepared at each given scale (``prepare --scale``),
+to check that the automatic scale is the best of them or within a seed's noise of it.
 
 Writes ``benchmarks/results/real_<folder name>.json`` and prints the table of ``docs/recipe.md``.
 """
@@ -59,19 +62,30 @@ def binarised_copy(source: Path, out: Path) -> Path:
     return out
 
 
-def prepared_paths(source: Path, root: Path, square: int) -> dict:
+def fixed_path(scale: float) -> str:
+    return f"fixed scale {scale:g}"
+
+
+def prepared_paths(source: Path, root: Path, square: int, fixed_scales=()) -> dict:
     """Path name -> (prepared folder, its preparation summary), made if missing or out of date."""
-    folders = {}
-    for path, options in zip(PATHS, ({"scale": "auto"}, {"size": square})):
-        out = root / ("prepared-auto" if "scale" in options else f"prepared-square{square}")
-        folders[path] = (out, prepare(source, out, progress=False, **options))
-    return folders
+    plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square})]
+    plans += [(fixed_path(scale), f"prepared-scale{scale:g}", {"scale": scale}) for scale in fixed_scales]
+    return {path: (root / name, prepare(source, root / name, progress=False, **options))
+            for path, name, options in plans}
+
+
+def run_name(path: str, seed: int) -> str:
+    if path == PATHS[0]:
+        return f"scaled-s{seed}"
+    if path == PATHS[1]:
+        return f"square-s{seed}"
+    return f"scale{path.split()[-1]}-s{seed}"
 
 
 def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs: Path, profile) -> dict:
     config = profile.train_config("unet", seed=seed)
     started = time.perf_counter()
-    run = train_or_reuse(folder, runs / f"{'square' if path != PATHS[0] else 'scaled'}-s{seed}", config, verbose=0)
+    run = train_or_reuse(folder, runs / run_name(path, seed), config, verbose=0)
     extra = load_run_config(run)["extra"]
     # Scored again from the kept predictions with this version's decision code (the same run).
     val, test = run_predictions(run, "val"), run_predictions(run, "test")
@@ -88,10 +102,14 @@ def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs:
         row[split] = {**{key: metrics[split][key] for key in SCORED},
                       "defective_parts": metrics[split]["defective_parts"], "good_parts": metrics[split]["good_parts"]}
     test = row["test"]
-    print(f"{masks:10s} {path:14s} seed {seed} ({row['geometry']}): test Dice {test['dice']:.3f}, caught "
+    print(f"{masks:10s} {path:16s} seed {seed} ({row['geometry']}): test Dice {test['dice']:.3f}, caught "
           f"{test['detection_rate']:.0%} / false alarms {test['false_alarm_rate']:.0%}, false alarms at 95% "
           f"caught {test['false_alarms_at_95']:.0%} ({row['train_seconds']:.0f} s training)", flush=True)
     return row
+
+
+def path_order(path: str):
+    return (PATHS.index(path), 0.0) if path in PATHS else (len(PATHS), float(path.split()[-1]))
 
 
 def markdown_table(result: dict) -> str:
@@ -105,8 +123,9 @@ def markdown_table(result: dict) -> str:
              "caught where the defect is / false alarms (val-chosen decision) | "
              "false alarms at 95% caught, any call (val / test) | false alarms at 95% caught where the defect is (val / test) | "
              "s per run |", "|" + "---|" * 10]
+    paths = sorted({r["path"] for r in result["runs"]}, key=path_order)
     for masks in MASK_VERSIONS:
-        for path in PATHS:
+        for path in paths:
             mine = [r for r in result["runs"] if r["masks"] == masks and r["path"] == path]
             if not mine:
                 continue
@@ -128,6 +147,8 @@ def main() -> None:
     parser.add_argument("--masks", nargs="*", default=["published"], choices=MASK_VERSIONS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--fixed-scales", nargs="*", type=float, default=[],
+                        help="also the working-scale path prepared at these scales")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     source, profile = args.folder.expanduser().resolve(), get_profile("default")
@@ -136,9 +157,9 @@ def main() -> None:
     for masks in args.masks:
         root = data_root() / "real" / name / masks
         origin = source if masks == "published" else binarised_copy(source, data_root() / "real" / name / "binarised-source")
-        folders = prepared_paths(origin, root, profile.square_size)
+        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales)
         for seed in args.seeds:
-            for path in args.paths:
+            for path in list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]:
                 rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile))
     out = args.out / f"real_{name}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
@@ -149,7 +170,7 @@ def main() -> None:
         if before and row["seconds"] < row["train_seconds"] and before["train_seconds"] == row["train_seconds"]:
             row["seconds"] = before["seconds"]
     rows = [r for r in previous["runs"] if (r["masks"], r["path"], r["seed"]) not in done] + rows
-    rows.sort(key=lambda r: (MASK_VERSIONS.index(r["masks"]), PATHS.index(r["path"]), r["seed"]))
+    rows.sort(key=lambda r: (MASK_VERSIONS.index(r["masks"]), path_order(r["path"]), r["seed"]))
     result = {"benchmark": "real photos", "folder": name, "profile": profile.name,
               "recipe": profile.train_config("unet").identity(), "scored_on": "the folder's own test split, photo resolution",
               "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
