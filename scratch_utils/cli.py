@@ -43,10 +43,7 @@ def _prepare(args) -> int:
               + (f" (auto: the narrowest defects are {estimate['narrowest_defect_px']} px wide at "
                  f"source, {estimate['narrowest_defect_px'] * settings['scale']:.2f} px prepared; "
                  f"{estimate['defects_measured']} defects measured, {estimate['specks_measured']} of them "
-                 f"specks of 1-2 px that weigh by their length"
-                 + (f"; the median photo's shorter side, {estimate['median_shorter_side_px']:g} px, stays "
-                    f"{estimate['median_shorter_side_px'] * settings['scale']:g} px, at least "
-                    f"{estimate['min_side_px']:g})" if estimate.get("median_shorter_side_px") else ")")
+                 f"specks of 1-2 px that weigh by their length)"
                  if estimate and estimate.get("narrowest_defect_px") else ""))
     print(f"{summary['format']}: prepared {counts['prepared']}, up to date {counts['up_to_date']}, "
           f"skipped {counts['skipped']} -> {counts['total']} pairs "

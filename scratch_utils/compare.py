@@ -33,13 +33,16 @@ def precision_recall_curve(predictions: SplitPredictions) -> tuple[np.ndarray, n
 
 
 def worst_cases(predictions: SplitPredictions, point: OperatingPoint, n: int = 4) -> list[int]:
-    """Indices of the worst parts: missed or poorly segmented defects, then false alarms."""
+    """Indices of the worst parts: missed or poorly segmented defects (lowest Dice first), then
+    false alarms, the most confident first (the largest measure that decided the call), so ties
+    among good parts are not broken by the order of their names."""
     rows = per_image(predictions, point)
     dice = np.array([row["dice"] for row in rows])
     called = np.array([row["called_defective"] for row in rows])
+    decided_by = np.array([row["decided_by"] for row in rows])
     defective = predictions.is_defective
     ranked = [int(k) for k in np.argsort(dice, kind="stable") if defective[k]]
-    false_alarms = [int(k) for k in np.where(called & ~defective)[0]]
+    false_alarms = [int(k) for k in np.argsort(-decided_by, kind="stable") if called[k] and not defective[k]]
     picks = ranked[: max(1, n - min(len(false_alarms), n // 2))]
     return (picks + false_alarms)[:n]
 
@@ -109,6 +112,7 @@ def verdict(rows: list[dict]) -> str:
     """The comparison's conclusion in words, written from the rows: the model chosen on
     validation, its test result against the plant's target (caught where the defect is, false
     alarms), and the ridge filter beside it."""
+    rows = [as_published(row) for row in rows]
     best = chosen_model(rows)
 
     def rate(row, key):
@@ -145,6 +149,7 @@ RANKED = {"val_dice": "validation Dice", "test_dice": "test Dice",
 def rankings(rows: list[dict]) -> list[str]:
     """Sentences that rank the trained models, written from the rows (the README and notebook
     05 print these rather than state a ranking by hand)."""
+    rows = [as_published(row) for row in rows]
     models = [r for r in rows if r.get("epochs") and not r["name"].endswith(RULE_ROW_SUFFIX)]
     lines = []
     for key, label in RANKED.items():
@@ -172,16 +177,20 @@ def rankings(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_results(rows: list[dict], folder: Path) -> tuple[Path, Path]:
-    """``comparison.csv`` and ``comparison.json`` (numbers rounded to 4 places)."""
-    folder = Path(folder)
-
+def as_published(row: dict) -> dict:
+    """A row as ``results/`` holds it: numbers rounded to 4 places, NaN as None. The verdict and
+    rankings are written from these, so the notebook and the README print the same digits."""
     def clean(value):
         if isinstance(value, float):
             return round(value, 4) if math.isfinite(value) else None
         return value
+    return {k: clean(v) for k, v in row.items()}
 
-    rows = [{k: clean(v) for k, v in row.items()} for row in rows]
+
+def write_results(rows: list[dict], folder: Path) -> tuple[Path, Path]:
+    """``comparison.csv`` and ``comparison.json`` (:func:`as_published`)."""
+    folder = Path(folder)
+    rows = [as_published(row) for row in rows]
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -200,6 +209,8 @@ def summary_lines(rows: list[dict]) -> list[str]:
     """The result a training notebook ends with, written from its comparison rows: test Dice,
     the plant's pair (caught where the defect is, false alarms, exact intervals), and whether
     each run was still improving when its budget ran out."""
+    rows = [as_published(row) for row in rows]
+
     def pair(row):
         return (f"{row['name']} {row['test_located_detection_rate']:.0%} "
                 f"[{row['test_located_detection_rate_low']:.0%}, {row['test_located_detection_rate_high']:.0%}] / "

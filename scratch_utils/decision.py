@@ -38,7 +38,7 @@ from .names import REGION_MEASURES
 
 TARGET_DETECTION = 0.95          # the plant's target: defective parts caught where the defect is ...
 TARGET_FALSE_ALARMS = 0.05       # ... with at most this share of good parts flagged
-INTERMEDIATE_FALSE_ALARMS = 0.20   # the milestone on the way there
+INTERMEDIATE_FALSE_ALARMS = 0.10   # the stepping stone on the way there (issue 26)
 
 
 # Minimum defect regions, in pixels at model resolution (of skeleton length or of area): a dust

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -189,6 +191,9 @@ def _number(value, default=np.nan) -> float:
     return value if np.isfinite(value) else float(default)
 
 
+POINT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
     """Pixel precision-recall curves (``kind="pr"``) or part-level curves of located detection
     against false alarms (``kind="detection"``: the plant's target corner enlarged beside it,
@@ -201,10 +206,15 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
         views.append((axes[0, 1], (-0.005, 0.30), (0.70, 1.005)))
     for ax, xlim, ylim in views:
         for index, (name, (x, y)) in enumerate(curves.items()):
+            # chosen points often coincide (every model at 95% caught and near 100% flagged):
+            # hollow markers of different shapes stay readable on top of each other
+            marker = POINT_MARKERS[index % len(POINT_MARKERS)] if points and name in points else None
             line, = ax.plot(x, y, label=name, linewidth=1.6, color=row_colour(name, index),
-                            drawstyle="steps-post" if detection else "default")
-            if points and name in points:
-                ax.plot(*points[name], marker="o", color=line.get_color(), markersize=8)
+                            drawstyle="steps-post" if detection else "default", marker=marker, markevery=[],
+                            markerfacecolor="none", markeredgewidth=1.8, markersize=9)
+            if marker:
+                ax.plot(*points[name], linestyle="none", marker=marker, color=line.get_color(),
+                        markerfacecolor="none", markeredgewidth=1.8, markersize=9)
         if detection:
             ax.axhline(0.95, color="black", linestyle=":", linewidth=1.2, label="plant's target: 95% caught")
             ax.axvline(0.05, color="black", linestyle="--", linewidth=1.2, label="plant's limit: 5% false alarms")
@@ -215,7 +225,7 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
         ax.grid(alpha=0.3)
     if detection:
         axes[0, 0].set_title("Test split: best located detection at each false-alarm rate\n"
-                             "over every decision searched (dots: chosen on validation)", fontsize=11)
+                             "over every decision searched (markers: chosen on validation)", fontsize=11)
         axes[0, 1].set_title("The target's corner, enlarged: the target is met\nabove the dotted and left of the dashed line",
                              fontsize=11)
         axes[0, 1].legend(fontsize=9, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -322,11 +332,14 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
+MASK_ALPHA = 0.8   # a 3-px mask on a whole photo must still read as magenta
+
+
 def _draw_prediction(ax, photo, truth, mask, deciding=None):
-    """The mask filled in magenta (half transparent, so the scratch shows through), the truth
+    """The mask filled in magenta (mostly opaque: at whole-photo size it is a thin line), the truth
     outlined in green a few pixels out (never on top of the mask) and the regions that made the
     call outlined in dashed yellow further out."""
-    ax.imshow(overlay(photo, mask, alpha=0.55) if mask is not None else photo, interpolation="nearest")
+    ax.imshow(overlay(photo, mask, alpha=MASK_ALPHA) if mask is not None else photo, interpolation="nearest")
     if truth.any():
         around = ndimage.binary_dilation(truth, disk(4))
         ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
@@ -349,6 +362,9 @@ def call_words(result, truth: np.ndarray, tolerance: int = 2) -> str:
             else "called defective, in the wrong place")
 
 
+GALLERY_LEGEND = [Line2D([], [], color="lime", lw=1.5, label="true defect (outlined a few px out)"),
+                  Patch(color=DEFECT_COLOUR, label="model's mask"),
+                  Line2D([], [], color="yellow", lw=1.5, ls="--", label="regions that made the part's call")]
 GALLERY_MODELS = 2   # columns: the photo with its truth, then at most two models
 
 
@@ -372,9 +388,13 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
         for k, (name, results) in enumerate(predictions.items(), start=1):
             result = results[row]
             _draw_prediction(axes[row, k], photo[view], truth[view], result.mask[view], result.deciding_regions[view])
+            regions = ndimage.label(result.deciding_regions[view], structure=np.ones((3, 3), bool))[1]
+            call = f"; call from {regions} dashed region{'s' * (regions != 1)}" if regions else ""
             axes[row, k].set_title(f"{name}: {call_words(result, truth)}\nmask: "
-                                   f"{mask_caption(truth[view], result.mask[view])}", fontsize=10)
-    fig.tight_layout()
+                                   f"{mask_caption(truth[view], result.mask[view])}{call}", fontsize=10)
+    fig.legend(handles=GALLERY_LEGEND, loc="upper center", ncol=3, fontsize=10, bbox_to_anchor=(0.5, 1.0),
+               facecolor="0.3", labelcolor="white", framealpha=1.0)   # dark: the yellow reads on it
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return fig
 
 

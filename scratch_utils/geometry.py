@@ -90,16 +90,13 @@ class Geometry:
                    fit=values.get("fit") or "stretch")
 
 
-def pick_scale(narrowest_px: float | None, min_width_px: float = 1.0,
-               shorter_side_px: float | None = None, min_side_px: float = 0.0) -> float:
+def pick_scale(narrowest_px: float | None, min_width_px: float = 1.0) -> float:
     """The smallest of :data:`AUTO_SCALES` at which a defect ``narrowest_px`` wide at source
-    resolution is still ``min_width_px`` wide and a photo whose shorter side is
-    ``shorter_side_px`` keeps at least ``min_side_px`` of it; 1.0 when nothing is known or
-    nothing suffices."""
+    resolution is still ``min_width_px`` wide; 1.0 when nothing is known or nothing suffices."""
     if not narrowest_px:
         return 1.0
     for scale in AUTO_SCALES:
-        if narrowest_px * scale >= min_width_px and (shorter_side_px or 0) * scale >= min_side_px:
+        if narrowest_px * scale >= min_width_px:
             return scale
     return 1.0
 

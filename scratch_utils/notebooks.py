@@ -63,23 +63,34 @@ def normalise(nb) -> None:
                     output.metadata = {}
 
 
-def execute(path: Path, profile: str, timeout: int = 3600):
+def execute(path: Path, profile: str, timeout: int = 3600, publish: bool = False):
+    """Run a notebook on ``profile`` in a fresh kernel; ``publish`` lets it write the committed
+    ``figures/`` and ``results/`` (:func:`scratch_utils.profiles.outputs`)."""
     import nbformat
     from nbclient import NotebookClient
 
+    from .profiles import PUBLISH_ENV
+
     nb = nbformat.read(path, as_version=4)
-    env_before = os.environ.get("SCRATCH_PROFILE")
-    os.environ["SCRATCH_PROFILE"] = profile
+    settings = {"SCRATCH_PROFILE": profile, PUBLISH_ENV: "1" if publish else None}
+    before = {name: os.environ.get(name) for name in settings}
     try:
+        for name, value in settings.items():
+            _set_env(name, value)
         client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL_NAME,
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute()
     finally:
-        if env_before is None:
-            os.environ.pop("SCRATCH_PROFILE", None)
-        else:
-            os.environ["SCRATCH_PROFILE"] = env_before
+        for name, value in before.items():
+            _set_env(name, value)
     return nb
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 # ----------------------------------------------------------------- Colab: links and install cells

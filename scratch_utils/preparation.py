@@ -48,10 +48,6 @@ STATE_FILE = ".prepare_state.json"
 MIN_DEFECT_WIDTH_PX = 1.0
 NARROW_SHARE = 0.05
 WIDTH_STATISTIC = "width below which lies 5% of the defects' total length (skeleton pixels)"
-# ... and never makes the median photo's shorter side smaller than the training tile and the
-# squash (128 px): below it a tile is mostly reflected border, and the squash, which enlarges
-# such photos, sees the defect at more pixels than the course's own path (docs/recipe.md §1).
-MIN_PHOTO_SIDE_PX = 128
 # Bump when the preparation code changes what it writes: outputs are then re-made.
 PREPARE_VERSION = 3
 
@@ -372,30 +368,24 @@ def length_weighted_percentile(widths, lengths, share: float) -> float:
 
 
 def estimate_scale(items: list[Item], min_width_px: float = MIN_DEFECT_WIDTH_PX,
-                   sample: int = 400, min_side_px: float = MIN_PHOTO_SIDE_PX) -> dict:
+                   sample: int = 400) -> dict:
     """The working scale for ``prepare --scale auto``: the smallest of 1, 1/2, 1/4, 1/8 at
     which the narrowest defects stay ``min_width_px`` wide, "narrowest" read by
     :data:`WIDTH_STATISTIC` over about ``sample`` defects (taken from parts in an order that
-    does not follow their names, so no one class fills the sample), and at which the median
-    photo keeps a shorter side of ``min_side_px``. Squashing further erases the defects."""
-    measures, shorter_sides = [], []
+    does not follow their names, so no one class fills the sample). Squashing further erases them."""
+    measures = []
     for item in sorted(items, key=lambda it: hashlib.sha1(it.stem.encode()).hexdigest()):
         try:
-            with Image.open(item.image) as handle:
-                shorter_sides.append(min(handle.size))
             measures += [m for m in defect_measures(item) if m[0] > 0]
-        except (OSError, ValueError, ItemError):   # an unreadable photo or mask: prepare reports it
+        except (OSError, ValueError, ItemError):   # an unreadable mask: prepare reports it
             continue
         if len(measures) >= sample:
             break
     widths, lengths = [m[0] for m in measures], [m[1] for m in measures]
     narrowest = length_weighted_percentile(widths, lengths, NARROW_SHARE) if measures else None
-    shorter_side = float(np.median(shorter_sides)) if shorter_sides else None
-    return {"scale": pick_scale(narrowest, min_width_px, shorter_side, min_side_px),
-            "min_width_px": min_width_px, "min_side_px": min_side_px,
+    return {"scale": pick_scale(narrowest, min_width_px), "min_width_px": min_width_px,
             "statistic": WIDTH_STATISTIC, "narrowest_defect_px": round(narrowest, 2) if narrowest else None,
             "median_defect_px": round(length_weighted_percentile(widths, lengths, 0.5), 2) if measures else None,
-            "median_shorter_side_px": shorter_side,
             "defects_measured": len(measures),
             "specks_measured": sum(1 for length in lengths if length <= 2)}
 

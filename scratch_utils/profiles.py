@@ -170,17 +170,21 @@ class Outputs:
     results: Path
 
 
+PUBLISH_ENV = "SCRATCH_PUBLISH"   # "1" while `make report` renders the committed course
+
+
 def outputs(profile: Profile, source: str | os.PathLike | None = None) -> Outputs:
-    """Where a profile's notebooks write. The synthetic set of a published profile writes the
-    repository's ``figures/`` and ``results/`` (what the README shows) when run from a checkout;
-    photos of your own (``source``) always write beside their own data,
-    ``<data>/<profile>/own-<folder>/``, so they never replace the committed results."""
+    """Where a profile's notebooks write. Only ``make report`` (which sets :data:`PUBLISH_ENV`)
+    writes the repository's ``figures/`` and ``results/``, what the README shows, and only for
+    the synthetic set of a published profile run from a checkout; a notebook opened by hand, an
+    exercise, and photos of your own (``source``, ``<data>/<profile>/own-<folder>/``) write beside
+    their data, so they never replace the committed results."""
     env = os.environ.get("SCRATCH_FIGURES_DIR")
     if source is not None:
         base = profile_dir(profile) / f"own-{Path(source).expanduser().name}"
         return Outputs(base / "runs", Path(env).expanduser() if env else base / "figures", base / "results")
     root = repo_root()
-    published = profile.published and root is not None
+    published = profile.published and root is not None and os.environ.get(PUBLISH_ENV) == "1"
     return Outputs(profile_dir(profile) / "runs",
                    Path(env).expanduser() if env else root / "figures" if published else profile_dir(profile) / "figures",
                    root / "results" if published else profile_dir(profile) / "results")

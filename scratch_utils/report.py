@@ -65,7 +65,7 @@ def run_all(profile: str = "default", only: list[str] | None = None,
     if rendered != folder:
         print(f"the {profile} profile's notebooks are written to {rendered} (the committed ones stay as they are)",
               file=sys.stderr)
-    timings = [_run_one(path, profile, rendered / path.name) for path in paths]
+    timings = [_run_one(path, profile, rendered / path.name, publish=chosen.published) for path in paths]
     total = sum(t["seconds"] for t in timings)
     print(f"all {len(timings)} notebooks in {total / 60:.1f} min", file=sys.stderr)
     root = repo_root()
@@ -81,13 +81,13 @@ def run_all(profile: str = "default", only: list[str] | None = None,
     return [(t["notebook"], t["seconds"]) for t in timings]
 
 
-def _run_one(path: Path, profile: str, rendered: Path) -> dict:
+def _run_one(path: Path, profile: str, rendered: Path, publish: bool = False) -> dict:
     """Execute one notebook, write it normalised to ``rendered``; its time and its cells' times."""
     from nbclient.exceptions import CellExecutionError
     started = time.perf_counter()
     print(f"running {path.name} ({profile} profile) ...", flush=True)
     try:
-        nb = execute(path, profile)
+        nb = execute(path, profile, publish=publish)
     except CellExecutionError as exc:
         if exc.ename == "OutputError" or (exc.ename in ("OSError", "PermissionError")
                                           and any(word in exc.evalue for word in WRITE_FAILURES)):

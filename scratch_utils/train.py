@@ -503,6 +503,17 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
                  title=f"{config.model} ({config.loss})")
 
 
+def reused_line(run: Path) -> str:
+    """What a reused run prints instead of its epochs: that it trained earlier, and how it ended."""
+    from .runs import read_history
+    history = read_history(Path(run) / "history.csv")
+    scored = [h for h in history if h.get("val_dice", float("nan")) == h.get("val_dice", float("nan"))]
+    last = (f"; its last validation: loss {scored[-1]['val_loss']:.3f}, Dice {scored[-1]['val_dice']:.3f}"
+            if scored else "")
+    return (f"{Path(run).name}: reused, trained earlier for {len(history)} epoch{'s' * (len(history) != 1)} "
+            f"(history.csv){last}")
+
+
 def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbose: int = 2) -> Path:
     """Reuse the run in ``out`` when it was trained the same way on the same data, else train.
 
@@ -519,5 +530,7 @@ def train_or_reuse(prepared, out, config: TrainConfig, reuse: bool = True, verbo
         # did there is unknown (today's default may be a new behaviour), so it trains again.
         if (previous and all(key in previous and previous[key] == value for key, value in config.identity().items())
                 and Path(previous.get("prepared", "")) == prepared.folder):
+            if verbose:
+                print(reused_line(out), flush=True)
             return out
     return train(prepared, out, config, overwrite=True, verbose=verbose)

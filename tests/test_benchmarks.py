@@ -40,3 +40,17 @@ def test_the_operating_points_benchmark_reads_a_run_and_writes_its_table(run, tm
     assert all(row["any_call"][f"{t:.2f}"] <= row["located"][f"{t:.2f}"] for t in TARGETS)
     assert row["defective_parts"] > 0 and row["good_parts"] > 0
     assert markdown_table({"models": {"unet": row}}).count("\n") == 2
+
+
+def test_the_real_photo_table_lists_fixed_scales_after_the_two_paths():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_real import markdown_table, run_name
+    scores = {"dice": 0.5, "dice_defective_parts": 0.4, "located_detection_rate": 0.9, "false_alarm_rate": 0.3,
+              "false_alarms_at_95_any": 0.4, "false_alarms_at_95": 0.5}
+    runs = [{"masks": "published", "path": path, "seed": 0, "geometry": geometry, "seconds": 300.0,
+             "val": scores, "test": scores}
+            for path, geometry in (("fixed scale 0.25", "scale 0.25"), ("128-px squash", "128 px square"),
+                                   ("working scale", "scale 0.5"))]
+    rows = [line for line in markdown_table({"runs": runs}).splitlines()[2:]]
+    assert [row.split(" | ")[1] for row in rows] == ["working scale", "128-px squash", "fixed scale 0.25"]
+    assert [run_name(r["path"], 1) for r in runs] == ["scale0.25-s1", "square-s1", "scaled-s1"]

@@ -119,3 +119,20 @@ def test_05_your_own_photos_write_their_results_beside_them(tmp_path, monkeypatc
     own = outputs(get_profile("default"), tmp_path / "my_photos")
     assert own.results == tmp_path / "data" / "default" / "own-my_photos" / "results"
     assert repo_root() is None or repo_root() not in own.figures.parents
+    monkeypatch.setenv("SCRATCH_PUBLISH", "1")   # even while `make report` renders
+    assert outputs(get_profile("default"), tmp_path / "my_photos") == own
+
+
+def test_an_exercise_run_by_hand_leaves_the_committed_figures_and_results(tmp_path, monkeypatch):
+    """Only `make report` publishes: the default profile's notebooks opened by hand in a checkout
+    write beside their data, so an edited exercise never replaces what the README shows."""
+    from scratch_utils.profiles import PUBLISH_ENV, get_profile, outputs, repo_root
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SCRATCH_FIGURES_DIR", raising=False)
+    monkeypatch.delenv(PUBLISH_ENV, raising=False)
+    by_hand = outputs(get_profile("default"))
+    assert by_hand.figures == tmp_path / "data" / "default" / "figures"
+    assert by_hand.results == tmp_path / "data" / "default" / "results"
+    monkeypatch.setenv(PUBLISH_ENV, "1")
+    if repo_root() is not None:
+        assert outputs(get_profile("default")).figures == repo_root() / "figures"

@@ -249,3 +249,33 @@ def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():
     assert mask_caption(T, P) == "Dice 0.50"
     assert mask_caption(empty, empty) == "empty mask"
     assert mask_caption(empty, P) == "2 px masked"   # not "Dice 0.00"
+
+
+def test_the_gallery_carries_its_legend_and_names_the_regions_behind_a_false_alarm():
+    """A good part called defective by faint regions while its mask is empty: the panel says so
+    (not "empty mask" under dashed outlines with nothing to explain them)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from scratch_utils.figures import show_photo_predictions
+    from scratch_utils.predict import PhotoPrediction
+    photo, good = np.full((120, 200, 3), 128, np.uint8), np.zeros((120, 200), bool)
+    faint = good.copy()
+    faint[20:24, 30:90] = faint[80:84, 150:160] = True
+    call = PhotoPrediction(probability=faint * 0.01, mask=good, defective=True, score=240.0, rule="regions",
+                           deciding_regions=faint, model_mask=good, scale=(1.0, 1.0))
+    fig = show_photo_predictions([photo], [good], {"unet": [call]}, ["p0"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "true defect (outlined a few px out)", "model's mask", "regions that made the part's call"]
+    assert fig.axes[1].get_title().endswith("mask: empty mask; call from 2 dashed regions")
+
+
+def test_the_worst_false_alarms_are_the_most_confident_not_the_first_named():
+    from scratch_utils.compare import worst_cases
+    truth, good = np.zeros((6, 6), bool), np.zeros((6, 6), bool)
+    truth[1, 1:4] = True
+    small, large = np.zeros((6, 6)), np.zeros((6, 6))
+    small[4, 4] = 1.0
+    large[2:5, 2:5] = 1.0
+    predictions = split_predictions([truth, good, good], [truth.astype(float), small, large])
+    # both good parts are called defective; the one with the 9-px region is the worse alarm
+    assert worst_cases(predictions, at(0.5), n=2) == [0, 2]

@@ -47,20 +47,19 @@ def test_a_one_pixel_line_on_a_2048_px_photo_survives_half_scale(tmp_path):
 def test_auto_scale_keeps_the_narrowest_defect_about_a_pixel_wide(tmp_path, width, expected):
     root = tmp_path / "src"
     for k in range(4):
-        # 1600x1200: even at 1/8 the shorter side stays above the 128-px floor
-        write_photo(root / f"p{k}.png", width=1600, height=1200)
-        write_aihub_label(root / f"p{k}.json", f"p{k}.png", 1600, 1200,
+        write_photo(root / f"p{k}.png", width=400, height=300)
+        write_aihub_label(root / f"p{k}.json", f"p{k}.png", 400, 300,
                           [defect(line_polygon(20, 20 + 50 * k, 380, 40 + 50 * k, width))])
     report = prepare(root, tmp_path / "out", progress=False)
     estimate = report["settings"]["scale_estimate"]
     assert estimate["narrowest_defect_px"] == pytest.approx(width, rel=0.05)
     assert report["settings"]["scale"] == expected == pick_scale(width)
-    assert Image.open(tmp_path / "out" / "images" / "p0.png").size == (round(1600 * expected),
-                                                                      round(1200 * expected))
+    assert Image.open(tmp_path / "out" / "images" / "p0.png").size == (round(400 * expected),
+                                                                      round(300 * expected))
 
 
 def scratch_masks(folder: Path, widths, speck_at=None, fringe: bool = False, count: int = 8) -> Path:
-    """A paired folder of ``count`` 640x480 photos (scale 0.5 keeps them above the 128-px floor), each mask one straight scratch of the next width
+    """A paired folder of ``count`` 320x240 photos, each mask one straight scratch of the next width
     of ``widths``; ``speck_at`` adds one 1-px speck to that photo's mask, ``fringe`` draws every
     scratch anti-aliased and binarises it at > 0 (a 1-px fringe), with a few 1-px specks of fringe."""
     from PIL import ImageDraw
@@ -69,16 +68,16 @@ def scratch_masks(folder: Path, widths, speck_at=None, fringe: bool = False, cou
     for k in range(count):
         width = widths[k % len(widths)]
         polygon = line_polygon(30, 40 + 20 * k, 290, 60 + 18 * k, width)
-        canvas = Image.new("L", (640 * 4, 480 * 4))    # drawn 4x finer, then area-averaged: anti-aliased
+        canvas = Image.new("L", (320 * 4, 240 * 4))    # drawn 4x finer, then area-averaged: anti-aliased
         ImageDraw.Draw(canvas).polygon([(4 * x, 4 * y) for x, y in zip(polygon[::2], polygon[1::2])], fill=255)
-        values = np.asarray(canvas.resize((640, 480), Image.Resampling.BOX))
+        values = np.asarray(canvas.resize((320, 240), Image.Resampling.BOX))
         mask = (values > 0) if fringe else (values > 127)
         if fringe:
-            for y, x in zip(rng.integers(0, 480, 6), rng.integers(0, 640, 6)):
+            for y, x in zip(rng.integers(0, 240, 6), rng.integers(0, 320, 6)):
                 mask[y, x] = True
         if k == speck_at:
             mask[230, 10] = True
-        write_photo(folder / "images" / f"p{k}.png", 640, 480)
+        write_photo(folder / "images" / f"p{k}.png", 320, 240)
         Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"p{k}.png")
     return folder
 
@@ -98,24 +97,6 @@ def test_one_speck_among_scratches_leaves_the_automatic_scale_unchanged(tmp_path
     fringe = estimate_scale(discover(scratch_masks(tmp_path / "fringe", widths, fringe=True))[2])
     assert fringe["scale"] == clean["scale"], "a 1-px fringe and its specks do not move the scale either"
     assert fringe["specks_measured"] >= 40
-
-
-def test_the_automatic_scale_never_makes_photos_smaller_than_a_training_tile(tmp_path):
-    """Small photos (a magnetic tile is about 250 px a side) keep a shorter side of at least
-    128 px: at the width rule alone, 4-px defects on 200x200 photos would go to 0.25 (50 px)."""
-    from scratch_utils.preparation import MIN_PHOTO_SIDE_PX, estimate_scale
-    from scratch_utils.sources import discover
-    folder = tmp_path / "small"
-    (folder / "masks").mkdir(parents=True)
-    for k in range(4):
-        mask = np.zeros((200, 200), np.uint8)
-        mask[60 + 20 * k:64 + 20 * k, 20:180] = 255          # 4 px wide, 160 px long
-        write_photo(folder / "images" / f"p{k}.png", 200, 200)
-        Image.fromarray(mask).save(folder / "masks" / f"p{k}.png")
-    items = discover(folder)[2]
-    floored, width_only = estimate_scale(items), estimate_scale(items, min_side_px=0)
-    assert width_only["scale"] == 0.25 and floored["scale"] == 1.0, (width_only, floored)
-    assert floored["median_shorter_side_px"] == 200 and floored["min_side_px"] == MIN_PHOTO_SIDE_PX
 
 
 def test_max_side_caps_the_longer_side_and_keeps_the_aspect_ratio(tmp_path):

@@ -151,6 +151,14 @@ def test_notebook_05_prints_the_verdict_of_the_committed_numbers(rows):
     assert verdict(rows) in printed_lines("05_model_comparison.ipynb")
 
 
+def test_notebook_05_prints_the_rankings_of_the_committed_numbers(rows):
+    """The notebook ranks from its rows as results/ holds them (rounded to 4 places), so it prints
+    the README's digits (0.6565 is 0.656 in both, not 0.657 in one)."""
+    from scratch_utils.compare import rankings
+    for line in rankings(rows):
+        assert line in printed_lines("05_model_comparison.ipynb"), line
+
+
 def printed_lines(name: str) -> str:
     notebook = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
     return "".join("".join(output.get("text", "")) for cell in notebook["cells"] if cell["cell_type"] == "code"

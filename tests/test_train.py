@@ -432,3 +432,13 @@ def test_a_run_decided_by_its_part_head_keeps_it_and_every_reader_applies_it(pre
         assert result.score == pytest.approx(float(test.part_scores[k]), abs=0.02)
     assert read_metrics(run)["test"]["detection_rate"] == pytest.approx(
         calls(test, point)["called"][test.is_defective].mean())
+
+
+def test_a_reused_run_says_so_and_how_it_ended(prepared, run, capsys):
+    """A rendered notebook that reuses a run prints one line for it, not an empty training cell."""
+    from scratch_utils.train import train_or_reuse
+    stamp = (run / "model.keras").stat().st_mtime_ns
+    assert train_or_reuse(prepared, run, TrainConfig(**TINY), verbose=1) == run
+    assert (run / "model.keras").stat().st_mtime_ns == stamp, "reused, not retrained"
+    printed = capsys.readouterr().out
+    assert printed.startswith("unet: reused, trained earlier for 1 epoch (history.csv); its last validation: loss ")
