@@ -120,7 +120,7 @@ def markdown_table(result: dict) -> str:
         return fmt(mean) + ("" if low == high else f" ({fmt(low)}-{fmt(high)})")
 
     lines = ["| masks | path | prepared at | seeds | test Dice | test Dice per defective part | "
-             "caught where the defect is / false alarms (val-chosen decision) | "
+             "test: caught where the defect is / false alarms (val-chosen decision) | "
              "false alarms at 95% caught, any call (val / test) | false alarms at 95% caught where the defect is (val / test) | "
              "s per run |", "|" + "---|" * 10]
     paths = sorted({r["path"] for r in result["runs"]}, key=path_order)

@@ -508,7 +508,8 @@ def reused_line(run: Path) -> str:
     from .runs import read_history
     history = read_history(Path(run) / "history.csv")
     scored = [h for h in history if h.get("val_dice", float("nan")) == h.get("val_dice", float("nan"))]
-    last = (f"; its last validation: loss {scored[-1]['val_loss']:.3f}, Dice {scored[-1]['val_dice']:.3f}"
+    last = (f"; its last validation during training: loss {scored[-1]['val_loss']:.3f}, Dice "
+            f"{scored[-1]['val_dice']:.3f} at mask threshold {SCORE_THRESHOLD:g} (the results use the chosen threshold)"
             if scored else "")
     return (f"{Path(run).name}: reused, trained earlier for {len(history)} epoch{'s' * (len(history) != 1)} "
             f"(history.csv){last}")

@@ -441,4 +441,4 @@ def test_a_reused_run_says_so_and_how_it_ended(prepared, run, capsys):
     assert train_or_reuse(prepared, run, TrainConfig(**TINY), verbose=1) == run
     assert (run / "model.keras").stat().st_mtime_ns == stamp, "reused, not retrained"
     printed = capsys.readouterr().out
-    assert printed.startswith("unet: reused, trained earlier for 1 epoch (history.csv); its last validation: loss ")
+    assert printed.startswith("unet: reused, trained earlier for 1 epoch (history.csv); its last validation during training: loss ")
