@@ -34,16 +34,21 @@ def operating_points(run: Path) -> dict:
     val = run_predictions(run, "val")
     rule = load_run_config(run).get("decision", "regions")
     return {"rule": rule, "defective_parts": int(val.is_defective.sum()), "good_parts": int((~val.is_defective).sum()),
-            "located": {f"{t:.2f}": false_alarms_at(val, rule, t) for t in TARGETS},
-            "any_call": {f"{t:.2f}": false_alarms_at(val, rule, t, located=False) for t in TARGETS}}
+            # None: no decision of the search reaches the target (not even one flagging every part)
+            "located": {f"{t:.2f}": false_alarms_at(val, rule, t, unreached=None) for t in TARGETS},
+            "any_call": {f"{t:.2f}": false_alarms_at(val, rule, t, located=False, unreached=None) for t in TARGETS}}
+
+
+def percent_or_unreached(value: float | None) -> str:
+    return "not reached" if value is None else f"{100 * value:.0f}%"
 
 
 def markdown_table(result: dict) -> str:
     lines = ["| model | " + " | ".join(f"{100 * t:.0f}% caught where the defect is" for t in TARGETS)
              + " | 95% caught anywhere |", "|" + "---|" * (len(TARGETS) + 2)]
     for name, row in result["models"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * row['located'][f'{t:.2f}']:.0f}%" for t in TARGETS)
-                     + f" | {100 * row['any_call']['0.95']:.0f}% |")
+        lines.append(f"| {name} | " + " | ".join(percent_or_unreached(row["located"][f"{t:.2f}"]) for t in TARGETS)
+                     + f" | {percent_or_unreached(row['any_call']['0.95'])} |")
     return "\n".join(lines)
 
 

@@ -40,7 +40,8 @@ from scratch_utils.runs import load_run_config  # noqa: E402
 from scratch_utils.train import train_or_reuse  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-PATHS = ("working scale", "128-px squash")
+PATHS = ("working scale", "128-px squash", "128-px letterbox")
+DEFAULT_PATHS = PATHS[:2]   # the letterbox (aspect kept, padded) separates the squash's distortion from its size
 MASK_VERSIONS = ("published", "binarised")
 SCORED = ("dice", "dice_defective_parts", "detection_rate", "located_detection_rate", "false_alarm_rate",
           "auroc", "false_alarms_at_95", "false_alarms_at_95_any")
@@ -66,9 +67,11 @@ def fixed_path(scale: float) -> str:
     return f"fixed scale {scale:g}"
 
 
-def prepared_paths(source: Path, root: Path, square: int, fixed_scales=()) -> dict:
+def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths=DEFAULT_PATHS) -> dict:
     """Path name -> (prepared folder, its preparation summary), made if missing or out of date."""
-    plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square})]
+    plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square}),
+             (PATHS[2], f"prepared-letterbox{square}", {"size": square, "fit": "pad"})]
+    plans = [plan for plan in plans if plan[0] in paths]
     plans += [(fixed_path(scale), f"prepared-scale{scale:g}", {"scale": scale}) for scale in fixed_scales]
     return {path: (root / name, prepare(source, root / name, progress=False, **options))
             for path, name, options in plans}
@@ -79,6 +82,8 @@ def run_name(path: str, seed: int) -> str:
         return f"scaled-s{seed}"
     if path == PATHS[1]:
         return f"square-s{seed}"
+    if path == PATHS[2]:
+        return f"letterbox-s{seed}"
     return f"scale{path.split()[-1]}-s{seed}"
 
 
@@ -94,7 +99,7 @@ def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs:
                "warnings": learning_warnings(val, point)}
     settings = summary["settings"]
     row = {"masks": masks, "path": path, "seed": seed, "run": str(run),
-           "geometry": f"{settings['size']} px square" if settings.get("size") else f"scale {settings['scale']:g}",
+           "geometry": geometry(settings),
            "scale_estimate": settings.get("scale_estimate"), "train_seconds": extra["train_seconds"],
            "seconds": round(time.perf_counter() - started, 1), "warnings": metrics.get("warnings", []),
            "operating_point": metrics["operating_point"]}
@@ -106,6 +111,12 @@ def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs:
           f"{test['detection_rate']:.0%} / false alarms {test['false_alarm_rate']:.0%}, false alarms at 95% "
           f"caught {test['false_alarms_at_95']:.0%} ({row['train_seconds']:.0f} s training)", flush=True)
     return row
+
+
+def geometry(settings: dict) -> str:
+    if not settings.get("size"):
+        return f"scale {settings['scale']:g}"
+    return f"{settings['size']} px square" + (", aspect kept (padded)" if settings.get("fit") == "pad" else "")
 
 
 def path_order(path: str):
@@ -146,7 +157,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="photos with labels: paired folders, COCO or AIHub")
     parser.add_argument("--masks", nargs="*", default=["published"], choices=MASK_VERSIONS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
-    parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS)
+    parser.add_argument("--paths", nargs="*", default=list(DEFAULT_PATHS), choices=PATHS)
     parser.add_argument("--fixed-scales", nargs="*", type=float, default=[],
                         help="also the working-scale path prepared at these scales")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -157,7 +168,7 @@ def main() -> None:
     for masks in args.masks:
         root = data_root() / "real" / name / masks
         origin = source if masks == "published" else binarised_copy(source, data_root() / "real" / name / "binarised-source")
-        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales)
+        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths)
         for seed in args.seeds:
             for path in list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]:
                 rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile))

@@ -158,6 +158,8 @@ def rankings(rows: list[dict]) -> list[str]:
                 f"{second['name']} ({second[key]:.3f})")
         if key == "test_dice" and first["test_dice_low"] <= second["test_dice_high"]:
             line += ": their 95% intervals overlap, so the test split does not tell them apart"
+        elif round(first[key], 2) == round(second[key], 2):
+            line += ": equal at the table's two decimals, so this is no ranking"
         lines.append(line + ".")
     by_name = {r["name"]: r for r in rows}
     if {"unet", "unet_squashed"} <= set(by_name):

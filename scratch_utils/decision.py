@@ -248,11 +248,12 @@ def detection_curve(predictions, rule: str = "regions", located: bool = True,
 
 
 def false_alarms_at(predictions, rule: str = "regions", target: float = TARGET_DETECTION,
-                    located: bool = True) -> float:
-    """The lowest false-alarm rate of the decisions reaching ``target`` detection (located, by default)."""
+                    located: bool = True, unreached: float | None = 1.0) -> float | None:
+    """The lowest false-alarm rate of the decisions reaching ``target`` detection (located, by default);
+    ``unreached`` when none does (1.0, flagging every part, for averages; a table says "not reached")."""
     false_alarms, detections = detection_curve(predictions, rule, located)
     reached = detections >= target - 1e-9
-    return float(false_alarms[np.argmax(reached)]) if reached.any() else 1.0   # never: only by flagging all
+    return float(false_alarms[np.argmax(reached)]) if reached.any() else unreached
 
 
 def calls(predictions, point: OperatingPoint) -> dict:

@@ -228,6 +228,11 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
                              "over every decision searched (markers: chosen on validation)", fontsize=11)
         axes[0, 1].set_title("The target's corner, enlarged: the target is met\nabove the dotted and left of the dashed line",
                              fontsize=11)
+        low, high = views[1][2][0], views[1][1][1]
+        below = [name for name, (x, y) in curves.items() if not np.any((np.asarray(x) <= high) & (np.asarray(y) >= low))]
+        if below:
+            axes[0, 1].text(0.98, 0.03, "below this view:\n" + "\n".join(below), transform=axes[0, 1].transAxes,
+                            ha="right", va="bottom", fontsize=9, color="0.25")
         axes[0, 1].legend(fontsize=9, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:
         ax = axes[0, 0]
@@ -333,15 +338,25 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 MASK_ALPHA = 0.8   # a 3-px mask on a whole photo must still read as magenta
+SMALL_REGION = 40  # px: a mask region this small is circled, or a whole photo would hide it
 
 
 def _draw_prediction(ax, photo, truth, mask, deciding=None):
-    """The mask filled in magenta (mostly opaque: at whole-photo size it is a thin line), the truth
-    outlined in green a few pixels out (never on top of the mask) and the regions that made the
-    call outlined in dashed yellow further out."""
+    """The mask filled in magenta (mostly opaque: at whole-photo size it is a thin line), its small
+    regions away from the defect circled, the truth outlined in green a few pixels out (never on top
+    of the mask) and the regions that made the call outlined in dashed yellow further out."""
     ax.imshow(overlay(photo, mask, alpha=MASK_ALPHA) if mask is not None else photo, interpolation="nearest")
+    around = ndimage.binary_dilation(truth, disk(4)) if truth.any() else truth
+    if mask is not None and mask.any():   # small regions away from the truth are circled (at the truth, outlined)
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        sizes = ndimage.sum_labels(mask, labels, range(1, count + 1))
+        touching = set(np.unique(labels[around])) if truth.any() else set()
+        small = [k for k, size in enumerate(sizes, start=1) if size <= SMALL_REGION and k not in touching]
+        if small:
+            ys, xs = np.transpose(ndimage.center_of_mass(mask, labels, small)).reshape(2, -1)
+            ax.plot(xs, ys, linestyle="none", marker="o", markersize=16, markerfacecolor="none",
+                    markeredgecolor=DEFECT_COLOUR, markeredgewidth=1.8)
     if truth.any():
-        around = ndimage.binary_dilation(truth, disk(4))
         ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
     if deciding is not None and deciding.any():
         around = ndimage.binary_dilation(deciding, disk(8))
@@ -358,12 +373,14 @@ def call_words(result, truth: np.ndarray, tolerance: int = 2) -> str:
     if not truth.any():
         return "called defective: a false alarm"
     near = ndimage.binary_dilation(truth, disk(tolerance))
-    return ("called defective, at the defect" if np.any(result.deciding_regions & near)
+    return (f"called defective, within {tolerance} px of the defect" if np.any(result.deciding_regions & near)
             else "called defective, in the wrong place")
 
 
 GALLERY_LEGEND = [Line2D([], [], color="lime", lw=1.5, label="true defect (outlined a few px out)"),
                   Patch(color=DEFECT_COLOUR, label="model's mask"),
+                  Line2D([], [], color=DEFECT_COLOUR, marker="o", markerfacecolor="none", markersize=11,
+                         linestyle="none", markeredgewidth=1.8, label=f"mask region of {SMALL_REGION} px or fewer"),
                   Line2D([], [], color="yellow", lw=1.5, ls="--", label="regions that made the part's call")]
 GALLERY_MODELS = 2   # columns: the photo with its truth, then at most two models
 
@@ -392,9 +409,10 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
             call = f"; call from {regions} dashed region{'s' * (regions != 1)}" if regions else ""
             axes[row, k].set_title(f"{name}: {call_words(result, truth)}\nmask: "
                                    f"{mask_caption(truth[view], result.mask[view])}{call}", fontsize=10)
-    fig.legend(handles=GALLERY_LEGEND, loc="upper center", ncol=3, fontsize=10, bbox_to_anchor=(0.5, 1.0),
+    ncol = 4 if columns > 2 else 2
+    fig.legend(handles=GALLERY_LEGEND, loc="upper center", ncol=ncol, fontsize=10, bbox_to_anchor=(0.5, 1.0),
                facecolor="0.3", labelcolor="white", framealpha=1.0)   # dark: the yellow reads on it
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 * (len(GALLERY_LEGEND) // ncol) / fig.get_figheight()))
     return fig
 
 

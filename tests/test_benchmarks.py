@@ -35,22 +35,31 @@ def test_the_operating_points_benchmark_reads_a_run_and_writes_its_table(run, tm
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_operating_points import TARGETS, markdown_table, operating_points
     row = operating_points(run)
+    def rate(value):   # "not reached" (None) ranks above every rate: no decision of the search gets there
+        return 2.0 if value is None else value
     located = [row["located"][f"{t:.2f}"] for t in TARGETS]
-    assert all(0 <= v <= 1 for v in located) and located == sorted(located)
-    assert all(row["any_call"][f"{t:.2f}"] <= row["located"][f"{t:.2f}"] for t in TARGETS)
+    assert all(v is None or 0 <= v <= 1 for v in located) and [rate(v) for v in located] == sorted(map(rate, located))
+    assert all(rate(row["any_call"][f"{t:.2f}"]) <= rate(row["located"][f"{t:.2f}"]) for t in TARGETS)
+    unreached = {"unet": {"located": dict.fromkeys(row["located"]), "any_call": dict.fromkeys(row["any_call"])}}
+    assert markdown_table({"models": unreached}).splitlines()[-1].count("not reached") == len(TARGETS) + 1
     assert row["defective_parts"] > 0 and row["good_parts"] > 0
     assert markdown_table({"models": {"unet": row}}).count("\n") == 2
 
 
-def test_the_real_photo_table_lists_fixed_scales_after_the_two_paths():
+def test_the_real_photo_table_lists_fixed_scales_after_the_named_paths():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_real import markdown_table, run_name
+    from bench_real import geometry, markdown_table, run_name
     scores = {"dice": 0.5, "dice_defective_parts": 0.4, "located_detection_rate": 0.9, "false_alarm_rate": 0.3,
               "false_alarms_at_95_any": 0.4, "false_alarms_at_95": 0.5}
-    runs = [{"masks": "published", "path": path, "seed": 0, "geometry": geometry, "seconds": 300.0,
+    runs = [{"masks": "published", "path": path, "seed": 0, "geometry": geometry_name, "seconds": 300.0,
              "val": scores, "test": scores}
-            for path, geometry in (("fixed scale 0.25", "scale 0.25"), ("128-px squash", "128 px square"),
+            for path, geometry_name in (("fixed scale 0.25", "scale 0.25"), ("128-px squash", "128 px square"),
+                                   ("128-px letterbox", "128 px square, aspect kept (padded)"),
                                    ("working scale", "scale 0.5"))]
     rows = [line for line in markdown_table({"runs": runs}).splitlines()[2:]]
-    assert [row.split(" | ")[1] for row in rows] == ["working scale", "128-px squash", "fixed scale 0.25"]
-    assert [run_name(r["path"], 1) for r in runs] == ["scale0.25-s1", "square-s1", "scaled-s1"]
+    assert [row.split(" | ")[1] for row in rows] == ["working scale", "128-px squash", "128-px letterbox",
+                                                     "fixed scale 0.25"]
+    assert [run_name(r["path"], 1) for r in runs] == ["scale0.25-s1", "square-s1", "letterbox-s1", "scaled-s1"]
+    assert geometry({"size": 128, "fit": "pad"}) == "128 px square, aspect kept (padded)"
+    assert geometry({"size": 128, "fit": "stretch"}) == "128 px square"
+    assert geometry({"scale": 0.25}) == "scale 0.25"

@@ -265,8 +265,33 @@ def test_the_gallery_carries_its_legend_and_names_the_regions_behind_a_false_ala
                            deciding_regions=faint, model_mask=good, scale=(1.0, 1.0))
     fig = show_photo_predictions([photo], [good], {"unet": [call]}, ["p0"])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "true defect (outlined a few px out)", "model's mask", "regions that made the part's call"]
+        "true defect (outlined a few px out)", "model's mask", "mask region of 40 px or fewer",
+        "regions that made the part's call"]
     assert fig.axes[1].get_title().endswith("mask: empty mask; call from 2 dashed regions")
+
+
+def test_a_few_pixels_masked_on_a_whole_good_photo_are_circled_and_a_call_near_the_defect_says_how_near():
+    import matplotlib
+    matplotlib.use("Agg")
+    from scratch_utils.figures import show_photo_predictions
+    from scratch_utils.predict import PhotoPrediction
+    photo, good = np.full((300, 400, 3), 128, np.uint8), np.zeros((300, 400), bool)
+    speck, big = good.copy(), good.copy()
+    speck[100:103, 200:203] = True          # 9 px on a 400 x 300 photo: invisible unless circled
+    big[10:40, 10:40] = True
+    truth = good.copy()
+    truth[150, 50:150] = True
+    beside = good.copy()
+    beside[152, 60:70] = True               # 10 px, 2 px off the scratch: located, no overlap, not circled
+    def call(mask):
+        return PhotoPrediction(probability=mask * 0.9, mask=mask, defective=True, score=1.0, rule="regions",
+                               deciding_regions=mask, model_mask=mask, scale=(1.0, 1.0))
+    fig = show_photo_predictions([photo, photo], [good, truth], {"unet": [call(speck | big), call(beside)]},
+                                 ["good", "defective"])
+    circles = [line for line in fig.axes[1].lines if line.get_marker() == "o"]
+    assert len(circles) == 1 and circles[0].get_xdata().tolist() == [201.0], "only the small region is circled"
+    assert not [line for line in fig.axes[3].lines if line.get_marker() == "o"], "none at the defect"
+    assert fig.axes[3].get_title().startswith("unet: called defective, within 2 px of the defect\nmask: Dice 0.00")
 
 
 def test_the_worst_false_alarms_are_the_most_confident_not_the_first_named():
