@@ -203,3 +203,18 @@ def test_the_readme_states_the_committed_report_time():
     timings = json.loads((RESULTS / "report_timings.json").read_text())
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert f"`make report` took {round(timings['total_seconds'] / 60)} minutes" in readme
+
+
+def test_the_readmes_real_photo_sentence_states_the_committed_means():
+    """The README's line on the magnetic tiles quotes benchmarks/results/real_magnetic_tile.json (masks as
+    published, mean over seeds): the squash, the working scale and the letterbox."""
+    runs = json.loads((ROOT / "benchmarks" / "results" / "real_magnetic_tile.json").read_text())["runs"]
+
+    def mean_dice(path):
+        values = [r["test"]["dice"] for r in runs if r["masks"] == "published" and r["path"] == path]
+        assert len(values) >= 2, f"two seeds of {path}"
+        return sum(values) / len(values)
+    squash, scale, letterbox = (mean_dice(p) for p in ("128-px squash", "working scale", "128-px letterbox"))
+    assert squash > max(scale, letterbox), "the sentence says the squash wins"
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (f"the squash wins, test Dice {squash:.3f} against {scale:.3f} ({letterbox:.3f} letterboxed" in readme)
