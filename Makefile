@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_throughput.py
 	$(PY) benchmarks/bench_precision.py
 	$(PY) benchmarks/bench_inference.py
 	$(PY) benchmarks/bench_serve.py
