@@ -23,6 +23,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from scratch_utils.figures import write_figure  # noqa: E402
 from scratch_utils.files import atomic_write_json  # noqa: E402
@@ -73,8 +74,16 @@ def plot(rows: list[dict], label: str):
         axes[1].plot(x, [r["val_false_alarms_at_95"] for r in mine], marker="o", color=colour,
                      label=f"{path}: any call")
         if all("val_false_alarms_at_95_located" in r for r in mine):
-            axes[1].plot(x, [r["val_false_alarms_at_95_located"] for r in mine], marker="s", linestyle="--",
+            # 100%: the run catches 95% where the defect is only by flagging every good part, or never;
+            # drawn as crosses on the top edge, not joined to the other points as a trend
+            located = np.array([r["val_false_alarms_at_95_located"] for r in mine], float)
+            unreached = located >= 1.0 - 1e-9
+            axes[1].plot(x, np.where(unreached, np.nan, located), marker="s", linestyle="--",
                          color=colour, label=f"{path}: where the defect is")
+            if unreached.any():
+                axes[1].plot(np.asarray(x)[unreached], np.ones(unreached.sum()), linestyle="none", marker="x",
+                             markersize=10, markeredgewidth=2, color=colour,
+                             label=f"{path}: 95% where the defect is, not below 100%")
     axes[1].axhline(0.05, color="black", linestyle=":", linewidth=1.2, label="plant's limit: 5%")
     axes[0].set_title("pooled pixel Dice (validation, photo resolution)")
     axes[1].set_title("false alarms at 95% of defective parts caught")

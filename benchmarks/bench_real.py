@@ -10,9 +10,12 @@ export tools write them), prepared from a copy under ``data/real/``: the folder 
 read. Runs are kept and reused, so the script can be stopped and started again.
 
     python benchmarks/bench_real.py FOLDER [--masks published binarised] [--seeds 0 1] [--fixed-scales 0.25]
+                                           [--zooms 0.3]
 
 ``--fixed-scales`` adds the working-scale path prepared at each given scale (``prepare --scale``),
-to check that the automatic scale is the best of them or within a seed's noise of it.
+to check that the automatic scale is the best of them or within a seed's noise of it. ``--zooms``
+adds the working-scale path trained with tiles zoomed at random, each axis apart (``train --zoom``):
+the squash's stretch as an augmentation, with the photo kept at its own aspect.
 
 Writes ``benchmarks/results/real_<folder name>.json`` and prints the table of ``docs/recipe.md``.
 """
@@ -67,14 +70,25 @@ def fixed_path(scale: float) -> str:
     return f"fixed scale {scale:g}"
 
 
-def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths=DEFAULT_PATHS) -> dict:
-    """Path name -> (prepared folder, its preparation summary), made if missing or out of date."""
+def zoom_path(zoom: float) -> str:
+    return f"{PATHS[0]}, zoom {zoom:g}"
+
+
+def zoom_of(path: str) -> float:
+    """The random zoom a path trains with (0 for every path but ``zoom_path``'s)."""
+    return float(path.rsplit(" ", 1)[-1]) if path.startswith(f"{PATHS[0]}, zoom ") else 0.0
+
+
+def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths=DEFAULT_PATHS, zooms=()) -> dict:
+    """Path name -> (prepared folder, its preparation summary), made if missing or out of date
+    (a zoomed path trains on the working scale's folder)."""
     plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square}),
              (PATHS[2], f"prepared-letterbox{square}", {"size": square, "fit": "pad"})]
-    plans = [plan for plan in plans if plan[0] in paths]
+    plans = [plan for plan in plans if plan[0] in paths or (plan[0] == PATHS[0] and zooms)]
     plans += [(fixed_path(scale), f"prepared-scale{scale:g}", {"scale": scale}) for scale in fixed_scales]
-    return {path: (root / name, prepare(source, root / name, progress=False, **options))
-            for path, name, options in plans}
+    folders = {path: (root / name, prepare(source, root / name, progress=False, **options))
+               for path, name, options in plans}
+    return {**folders, **{zoom_path(zoom): folders[PATHS[0]] for zoom in zooms}}
 
 
 def run_name(path: str, seed: int) -> str:
@@ -84,11 +98,13 @@ def run_name(path: str, seed: int) -> str:
         return f"square-s{seed}"
     if path == PATHS[2]:
         return f"letterbox-s{seed}"
+    if zoom_of(path):
+        return f"scaled-zoom{zoom_of(path):g}-s{seed}"
     return f"scale{path.split()[-1]}-s{seed}"
 
 
 def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs: Path, profile) -> dict:
-    config = profile.train_config("unet", seed=seed)
+    config = profile.train_config("unet", seed=seed, zoom=zoom_of(path))
     started = time.perf_counter()
     run = train_or_reuse(folder, runs / run_name(path, seed), config, verbose=0)
     extra = load_run_config(run)["extra"]
@@ -120,7 +136,9 @@ def geometry(settings: dict) -> str:
 
 
 def path_order(path: str):
-    return (PATHS.index(path), 0.0) if path in PATHS else (len(PATHS), float(path.split()[-1]))
+    if path in PATHS:
+        return PATHS.index(path), 0.0
+    return (len(PATHS) + 1, zoom_of(path)) if zoom_of(path) else (len(PATHS), float(path.split()[-1]))
 
 
 def markdown_table(result: dict) -> str:
@@ -160,6 +178,8 @@ def main() -> None:
     parser.add_argument("--paths", nargs="*", default=list(DEFAULT_PATHS), choices=PATHS)
     parser.add_argument("--fixed-scales", nargs="*", type=float, default=[],
                         help="also the working-scale path prepared at these scales")
+    parser.add_argument("--zooms", nargs="*", type=float, default=[],
+                        help="also the working-scale path trained with tiles zoomed at random by up to this share")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     source, profile = args.folder.expanduser().resolve(), get_profile("default")
@@ -168,9 +188,10 @@ def main() -> None:
     for masks in args.masks:
         root = data_root() / "real" / name / masks
         origin = source if masks == "published" else binarised_copy(source, data_root() / "real" / name / "binarised-source")
-        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths)
+        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths, args.zooms)
         for seed in args.seeds:
-            for path in list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]:
+            for path in (list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]
+                         + [zoom_path(zoom) for zoom in args.zooms]):
                 rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile))
     out = args.out / f"real_{name}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}

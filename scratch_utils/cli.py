@@ -196,6 +196,7 @@ tile_size: training crop side (multiple of 16)
 defect_share: share of training tiles centred on a defect
 hard_negative_share: share of training tiles on good photos where the model fires
 tiles_per_epoch: training tiles per epoch (0: one per training photo)
+zoom: random zoom of each training tile, height and width apart (0.3: 0.7-1.3 times)
 decision: how a part is called: regions (one long or large region) or head (the part head)
 early_stopping: patience in validated epochs (0: off)
 validate_every: score the validation photos every n epochs and after the last

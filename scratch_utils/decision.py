@@ -242,7 +242,9 @@ def detection_curve(predictions, rule: str = "regions", located: bool = True,
     for detection, false_alarm in zip(grid["located" if located else "detection"], grid["false_alarm"]):
         points[false_alarm] = max(points.get(false_alarm, 0.0), detection)
     points.setdefault(0.0, 0.0)
-    points.setdefault(1.0, 1.0)
+    # Flagging every part catches every defective one, but locates none it did not already:
+    # a located curve ends flat at its best real value, never at a (100%, 100%) corner.
+    points.setdefault(1.0, 0.0 if located else 1.0)
     false_alarms = np.array(sorted(points))
     return false_alarms, np.maximum.accumulate(np.array([points[fa] for fa in false_alarms]))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib import patheffects
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 import numpy as np
@@ -194,10 +195,10 @@ def _number(value, default=np.nan) -> float:
 POINT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
+def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr", chosen: str | None = None):
     """Pixel precision-recall curves (``kind="pr"``) or part-level curves of located detection
     against false alarms (``kind="detection"``: the plant's target corner enlarged beside it,
-    and the decisions chosen on validation as dots)."""
+    and the decisions chosen on validation as markers, ``chosen``'s filled and drawn on top)."""
     detection = kind == "detection"
     fig, axes = plt.subplots(1, 2 if detection else 1, figsize=(12.5 if detection else 8.4, 4.8), squeeze=False,
                              gridspec_kw={"width_ratios": [1.3, 1]} if detection else None)
@@ -213,8 +214,13 @@ def plot_curves(curves: dict, points: dict | None = None, kind: str = "pr"):
                             drawstyle="steps-post" if detection else "default", marker=marker, markevery=[],
                             markerfacecolor="none", markeredgewidth=1.8, markersize=9)
             if marker:
+                mine = name == chosen   # the model the comparison chose: filled, larger, above the others
                 ax.plot(*points[name], linestyle="none", marker=marker, color=line.get_color(),
-                        markerfacecolor="none", markeredgewidth=1.8, markersize=9)
+                        markerfacecolor=line.get_color() if mine else "none", markeredgecolor="black" if mine else None,
+                        markeredgewidth=1.8, markersize=13 if mine else 9, zorder=5 if mine else 3)
+                if mine:
+                    line.set(marker=marker, markerfacecolor=line.get_color(), markeredgecolor="black",
+                             markersize=11, label=f"{name} (chosen on validation)")
         if detection:
             ax.axhline(0.95, color="black", linestyle=":", linewidth=1.2, label="plant's target: 95% caught")
             ax.axvline(0.05, color="black", linestyle="--", linewidth=1.2, label="plant's limit: 5% false alarms")
@@ -359,8 +365,11 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
     if truth.any():
         ax.contour(around.astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
     if deciding is not None and deciding.any():
-        around = ndimage.binary_dilation(deciding, disk(8))
-        ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=1.1, linestyles="dashed")
+        # a ring about 2% of the view out, so a 1-px deciding region of a whole photo still shows;
+        # dark under the dashes, so it reads on pale paint too
+        around = ndimage.binary_dilation(deciding, disk(max(8, round(0.02 * max(deciding.shape)))))
+        ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=1.3, linestyles="dashed")\
+            .set(path_effects=[patheffects.Stroke(linewidth=3.2, foreground="0.1"), patheffects.Normal()])
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -407,6 +416,8 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
             _draw_prediction(axes[row, k], photo[view], truth[view], result.mask[view], result.deciding_regions[view])
             regions = ndimage.label(result.deciding_regions[view], structure=np.ones((3, 3), bool))[1]
             call = f"; call from {regions} dashed region{'s' * (regions != 1)}" if regions else ""
+            if not regions and result.deciding_regions.any():
+                call = "; call from a region outside this zoom"
             axes[row, k].set_title(f"{name}: {call_words(result, truth)}\nmask: "
                                    f"{mask_caption(truth[view], result.mask[view])}{call}", fontsize=10)
     ncol = 4 if columns > 2 else 2

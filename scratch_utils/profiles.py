@@ -35,6 +35,7 @@ class TrainConfig:
     hard_negative_share: float = 0.1       # share of tiles on good photos where the model fires (mined as it trains)
     tile_padding: str = "reflect"          # photos smaller than a tile: reflect (as prediction) | zeros
     augment: bool = True
+    zoom: float = 0.0                      # tiles zoomed at random, each axis apart (0.3: 0.7-1.3x; docs/recipe.md §1)
     normalization: str = "batch"           # batch | group (scratch_utils.models.normalization_layer)
     validate_every: int = 4                # score the validation photos every n epochs (and the last)
     early_stopping: int = 0                # patience in validated epochs; 0 = off

@@ -35,6 +35,7 @@ import platform
 import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -381,7 +382,7 @@ class Fitting:
     def tiles(self, first_epoch: int):
         c = self.config
         return make_tile_dataset(self.prepared, self.tile, c.defect_share, c.batch_size,
-                                 AugmentConfig.tiles() if c.augment else None, c.seed,
+                                 replace(AugmentConfig.tiles(), zoom=c.zoom) if c.augment else None, c.seed,
                                  first_tile=first_epoch * self.steps * c.batch_size, padding=c.tile_padding,
                                  hard_negatives=self.hard_negatives, hard_share=c.hard_negative_share)
 

@@ -53,13 +53,15 @@ def test_the_real_photo_table_lists_fixed_scales_after_the_named_paths():
               "false_alarms_at_95_any": 0.4, "false_alarms_at_95": 0.5}
     runs = [{"masks": "published", "path": path, "seed": 0, "geometry": geometry_name, "seconds": 300.0,
              "val": scores, "test": scores}
-            for path, geometry_name in (("fixed scale 0.25", "scale 0.25"), ("128-px squash", "128 px square"),
-                                   ("128-px letterbox", "128 px square, aspect kept (padded)"),
-                                   ("working scale", "scale 0.5"))]
+            for path, geometry_name in (("fixed scale 0.25", "scale 0.25"), ("working scale, zoom 0.3", "scale 0.5"),
+                                        ("128-px squash", "128 px square"),
+                                        ("128-px letterbox", "128 px square, aspect kept (padded)"),
+                                        ("working scale", "scale 0.5"))]
     rows = [line for line in markdown_table({"runs": runs}).splitlines()[2:]]
     assert [row.split(" | ")[1] for row in rows] == ["working scale", "128-px squash", "128-px letterbox",
-                                                     "fixed scale 0.25"]
-    assert [run_name(r["path"], 1) for r in runs] == ["scale0.25-s1", "square-s1", "letterbox-s1", "scaled-s1"]
+                                                     "fixed scale 0.25", "working scale, zoom 0.3"]
+    assert [run_name(r["path"], 1) for r in runs] == ["scale0.25-s1", "scaled-zoom0.3-s1", "square-s1", "letterbox-s1",
+                                                      "scaled-s1"]
     assert geometry({"size": 128, "fit": "pad"}) == "128 px square, aspect kept (padded)"
     assert geometry({"size": 128, "fit": "stretch"}) == "128 px square"
     assert geometry({"scale": 0.25}) == "scale 0.25"

@@ -219,6 +219,24 @@ def test_detection_curve_is_the_best_of_the_searched_grid_and_the_chosen_point_l
     assert point.detection_rate <= detections[np.searchsorted(false_alarms, point.false_alarm_rate)]
 
 
+def test_located_detection_curve_ends_at_its_best_value_not_at_a_corner():
+    """Flagging every part locates nothing new: a defect no region touches keeps the located
+    curve below 100% at every false-alarm rate, and 95% located is then not reached."""
+    from scratch_utils.decision import detection_curve, false_alarms_at
+    truths = np.zeros((4, 8, 8), bool)
+    truths[0, 0, :4] = truths[1, 7, :4] = True
+    probabilities = np.zeros((4, 8, 8))
+    probabilities[0, 0, :4] = 0.9                 # found where it is
+    probabilities[1, 3, 3:6] = 0.9                # defective, but the mask is elsewhere
+    probabilities[2, 4, 4] = 0.9                  # a good part with a speck
+    predictions = split_predictions(truths, probabilities, (0.5,))
+    false_alarms, located = detection_curve(predictions, min_regions=(1,))
+    assert false_alarms[-1] == 1 and located[-1] == 0.5
+    _, caught = detection_curve(predictions, located=False, min_regions=(1,))
+    assert caught[-1] == 1                        # any call: flagging every part catches all
+    assert false_alarms_at(predictions, target=0.95, unreached=None) is None
+
+
 def test_readme_table_is_replaced_between_markers(tmp_path):
     from scratch_utils.report import markdown_table, update_readme
     row = {"name": "unet", "loss": "bce_dice", "encoder_weights": "", "epochs": 10, "parameters": 2.2e6,

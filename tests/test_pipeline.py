@@ -104,3 +104,27 @@ def test_config_is_checked():
     with pytest.raises(ValueError, match="interpolation"):
         JointAugment(AugmentConfig(interpolation="cubic"))
     assert JointAugment().describe() == ["RandomFlip", "RandomTranslation", "RandomHue"]
+
+
+def test_zoom_stretches_height_and_width_apart_and_train_passes_it_on(tmp_path, monkeypatch):
+    """``TrainConfig.zoom`` reaches the tiles' augmentation, and Keras' RandomZoom with both
+    factors scales each axis by its own draw: a square defect comes out as rectangles of
+    several aspects (the squash's stretch, as an augmentation)."""
+    mask = np.zeros((8, 64, 64, 1), np.float32)
+    mask[:, 24:40, 24:40] = 1.0
+    images, masks = JointAugment(AugmentConfig(horizontal_flip=False, shift=0.0, hue=0.0, zoom=0.3), seed=3)(
+        np.repeat(mask, 3, axis=-1), mask)
+    masks = np.asarray(masks)[..., 0] > 0.5
+    aspects = [np.any(m, axis=1).sum() / np.any(m, axis=0).sum() for m in masks]
+    assert max(aspects) / min(aspects) > 1.15
+    assert np.array_equal(np.asarray(images)[..., 0] > 0.5, masks)
+
+    from scratch_utils import train as training
+    from scratch_utils.profiles import TrainConfig
+    seen = []
+    monkeypatch.setattr(training, "make_tile_dataset", lambda *args, **kwargs: seen.append(args[4]))
+    prepared = Prepared.open(make_pattern_set(tmp_path))
+    for zoom in (0.0, 0.3):
+        training.Fitting(prepared, tmp_path / "staging", TrainConfig(tile_size=32, zoom=zoom), verbose=0).tiles(0)
+    assert [config.zoom for config in seen] == [0.0, 0.3]
+    assert seen[0] == AugmentConfig.tiles()   # no zoom: the recipe's augmentation, unchanged
