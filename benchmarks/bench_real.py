@@ -10,12 +10,14 @@ export tools write them), prepared from a copy under ``data/real/``: the folder 
 read. Runs are kept and reused, so the script can be stopped and started again.
 
     python benchmarks/bench_real.py FOLDER [--masks published binarised] [--seeds 0 1] [--fixed-scales 0.25]
-                                           [--zooms 0.3]
+                                           [--zooms 0.3] [--split-seeds 0 1 2]
 
 ``--fixed-scales`` adds the working-scale path prepared at each given scale (``prepare --scale``),
 to check that the automatic scale is the best of them or within a seed's noise of it. ``--zooms``
 adds the working-scale path trained with tiles zoomed at random, each axis apart (``train --zoom``):
-the squash's stretch as an augmentation, with the photo kept at its own aspect.
+the squash's stretch as an augmentation, with the photo kept at its own aspect. ``--split-seeds``
+prepares the folder again with other train/val/test splits (``prepare --seed``), to tell a
+difference between paths from a difference between splits; the main table is split 0's.
 
 Writes ``benchmarks/results/real_<folder name>.json`` and prints the table of ``docs/recipe.md``.
 """
@@ -79,14 +81,15 @@ def zoom_of(path: str) -> float:
     return float(path.rsplit(" ", 1)[-1]) if path.startswith(f"{PATHS[0]}, zoom ") else 0.0
 
 
-def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths=DEFAULT_PATHS, zooms=()) -> dict:
+def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths=DEFAULT_PATHS, zooms=(),
+                   split_seed: int = 0) -> dict:
     """Path name -> (prepared folder, its preparation summary), made if missing or out of date
     (a zoomed path trains on the working scale's folder)."""
     plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square}),
              (PATHS[2], f"prepared-letterbox{square}", {"size": square, "fit": "pad"})]
     plans = [plan for plan in plans if plan[0] in paths or (plan[0] == PATHS[0] and zooms)]
     plans += [(fixed_path(scale), f"prepared-scale{scale:g}", {"scale": scale}) for scale in fixed_scales]
-    folders = {path: (root / name, prepare(source, root / name, progress=False, **options))
+    folders = {path: (root / name, prepare(source, root / name, progress=False, seed=split_seed, **options))
                for path, name, options in plans}
     return {**folders, **{zoom_path(zoom): folders[PATHS[0]] for zoom in zooms}}
 
@@ -103,7 +106,8 @@ def run_name(path: str, seed: int) -> str:
     return f"scale{path.split()[-1]}-s{seed}"
 
 
-def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs: Path, profile) -> dict:
+def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs: Path, profile,
+            split_seed: int = 0) -> dict:
     config = profile.train_config("unet", seed=seed, zoom=zoom_of(path))
     started = time.perf_counter()
     run = train_or_reuse(folder, runs / run_name(path, seed), config, verbose=0)
@@ -114,7 +118,7 @@ def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs:
     metrics = {"val": scores(val, point), "test": scores(test, point), "operating_point": point.as_dict(),
                "warnings": learning_warnings(val, point)}
     settings = summary["settings"]
-    row = {"masks": masks, "path": path, "seed": seed, "run": str(run),
+    row = {"masks": masks, "path": path, "seed": seed, "split_seed": split_seed, "run": str(run),
            "geometry": geometry(settings),
            "scale_estimate": settings.get("scale_estimate"), "train_seconds": extra["train_seconds"],
            "seconds": round(time.perf_counter() - started, 1), "warnings": metrics.get("warnings", []),
@@ -123,7 +127,7 @@ def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs:
         row[split] = {**{key: metrics[split][key] for key in SCORED},
                       "defective_parts": metrics[split]["defective_parts"], "good_parts": metrics[split]["good_parts"]}
     test = row["test"]
-    print(f"{masks:10s} {path:16s} seed {seed} ({row['geometry']}): test Dice {test['dice']:.3f}, caught "
+    print(f"{masks:10s} {path:16s} seed {seed}, split {split_seed} ({row['geometry']}): test Dice {test['dice']:.3f}, caught "
           f"{test['detection_rate']:.0%} / false alarms {test['false_alarm_rate']:.0%}, false alarms at 95% "
           f"caught {test['false_alarms_at_95']:.0%} ({row['train_seconds']:.0f} s training)", flush=True)
     return row
@@ -152,10 +156,11 @@ def markdown_table(result: dict) -> str:
              "test: caught where the defect is / false alarms (val-chosen decision) | "
              "false alarms at 95% caught, any call (val / test) | false alarms at 95% caught where the defect is (val / test) | "
              "s per run |", "|" + "---|" * 10]
-    paths = sorted({r["path"] for r in result["runs"]}, key=path_order)
+    first = [r for r in result["runs"] if r.get("split_seed", 0) == 0]
+    paths = sorted({r["path"] for r in first}, key=path_order)
     for masks in MASK_VERSIONS:
         for path in paths:
-            mine = [r for r in result["runs"] if r["masks"] == masks and r["path"] == path]
+            mine = [r for r in first if r["masks"] == masks and r["path"] == path]
             if not mine:
                 continue
             test = [r["test"] for r in mine]
@@ -170,6 +175,23 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def split_table(result: dict) -> str:
+    """Pooled Dice per split (training seed 0), validation / test, for every path measured on more
+    than one split: how far a split moves a path, beside how far the paths are apart."""
+    runs = [r for r in result["runs"] if r["seed"] == 0]
+    splits = sorted({r.get("split_seed", 0) for r in runs})
+    lines = ["| masks | path | " + " | ".join(f"split {k}: val / test Dice" for k in splits) + " |",
+             "|" + "---|" * (2 + len(splits))]
+    for masks in MASK_VERSIONS:
+        for path in sorted({r["path"] for r in runs if r["masks"] == masks}, key=path_order):
+            mine = {r.get("split_seed", 0): r for r in runs if r["masks"] == masks and r["path"] == path}
+            if len(mine) < 2:
+                continue
+            cells = [f"{mine[k]['val']['dice']:.3f} / {mine[k]['test']['dice']:.3f}" if k in mine else "-" for k in splits]
+            lines.append(f"| {masks} | {path} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="photos with labels: paired folders, COCO or AIHub")
@@ -180,34 +202,39 @@ def main() -> None:
                         help="also the working-scale path prepared at these scales")
     parser.add_argument("--zooms", nargs="*", type=float, default=[],
                         help="also the working-scale path trained with tiles zoomed at random by up to this share")
+    parser.add_argument("--split-seeds", nargs="*", type=int, default=[0],
+                        help="train/val/test splits to prepare (prepare --seed): split 0 is the main table's")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     source, profile = args.folder.expanduser().resolve(), get_profile("default")
     name = source.name
     rows = []
-    for masks in args.masks:
-        root = data_root() / "real" / name / masks
+    for masks, split_seed in [(m, k) for m in args.masks for k in args.split_seeds]:
+        root = data_root() / "real" / name / masks / ("" if split_seed == 0 else f"split{split_seed}")
         origin = source if masks == "published" else binarised_copy(source, data_root() / "real" / name / "binarised-source")
-        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths, args.zooms)
+        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths, args.zooms, split_seed)
         for seed in args.seeds:
             for path in (list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]
                          + [zoom_path(zoom) for zoom in args.zooms]):
-                rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile))
+                rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile, split_seed))
     out = args.out / f"real_{name}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    done = {(r["masks"], r["path"], r["seed"]) for r in rows}
-    earlier = {(r["masks"], r["path"], r["seed"]): r for r in previous["runs"]}
+    def key(r):
+        return r["masks"], r["path"], r["seed"], r.get("split_seed", 0)
+    done = {key(r) for r in rows}
+    earlier = {key(r): r for r in previous["runs"]}
     for row in rows:   # a reused run keeps the seconds it took when it was trained
-        before = earlier.get((row["masks"], row["path"], row["seed"]))
+        before = earlier.get(key(row))
         if before and row["seconds"] < row["train_seconds"] and before["train_seconds"] == row["train_seconds"]:
             row["seconds"] = before["seconds"]
-    rows = [r for r in previous["runs"] if (r["masks"], r["path"], r["seed"]) not in done] + rows
-    rows.sort(key=lambda r: (MASK_VERSIONS.index(r["masks"]), path_order(r["path"]), r["seed"]))
+    rows = [r for r in previous["runs"] if key(r) not in done] + rows
+    rows.sort(key=lambda r: (r.get("split_seed", 0), MASK_VERSIONS.index(r["masks"]), path_order(r["path"]), r["seed"]))
     result = {"benchmark": "real photos", "folder": name, "profile": profile.name,
               "recipe": profile.train_config("unet").identity(), "scored_on": "the folder's own test split, photo resolution",
               "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
     atomic_write_json(out, result)
     print(markdown_table(result))
+    print(split_table(result))
     print(f"wrote {out}")
 
 

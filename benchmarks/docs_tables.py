@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_diagnosis import markdown_table as diagnosis_table  # noqa: E402
 from bench_diagnosis import rules_table  # noqa: E402
-from bench_real import markdown_table as real_table  # noqa: E402
+from bench_real import markdown_table as real_table, split_table as real_split_table  # noqa: E402
 from bench_operating_points import markdown_table as operating_points_table  # noqa: E402
 from bench_recipe import markdown_table as recipe_table  # noqa: E402
 
@@ -52,6 +52,7 @@ def tables() -> dict[str, str]:
                 "diagnosis-default": ("diagnosis_default.json", diagnosis_table),
                 "decision-default": ("diagnosis_default.json", rules_table),
                 "real-magnetic": ("real_magnetic_tile.json", real_table),
+                "real-magnetic-splits": ("real_magnetic_tile.json", real_split_table),
                 "operating-points": ("operating_points.json", operating_points_table)}
     for marker, (name, table) in optional.items():
         if (HERE / "results" / name).is_file():

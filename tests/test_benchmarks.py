@@ -65,3 +65,19 @@ def test_the_real_photo_table_lists_fixed_scales_after_the_named_paths():
     assert geometry({"size": 128, "fit": "pad"}) == "128 px square, aspect kept (padded)"
     assert geometry({"size": 128, "fit": "stretch"}) == "128 px square"
     assert geometry({"scale": 0.25}) == "scale 0.25"
+
+
+def test_the_real_photo_tables_keep_splits_apart():
+    """The main table is split 0's; the split table sets each path's val / test Dice per split side by side."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_real import markdown_table, split_table
+    def run(path, split, dice):
+        scores = {"dice": dice, "dice_defective_parts": 0.4, "located_detection_rate": 0.9, "false_alarm_rate": 0.3,
+                  "false_alarms_at_95_any": 0.4, "false_alarms_at_95": 0.5}
+        return {"masks": "published", "path": path, "seed": 0, "split_seed": split, "geometry": "scale 0.25",
+                "seconds": 300.0, "val": scores, "test": {**scores, "dice": dice + 0.1}}
+    runs = [run("working scale", 0, 0.5), run("working scale", 1, 0.6), run("128-px squash", 0, 0.55)]
+    main = markdown_table({"runs": runs}).splitlines()[2:]
+    assert len(main) == 2 and " 0.600 " in main[0]             # split 1's run is not averaged in
+    lines = split_table({"runs": runs}).splitlines()
+    assert lines[2] == "| published | working scale | 0.500 / 0.600 | 0.600 / 0.700 |" and len(lines) == 3
