@@ -165,9 +165,12 @@ def rankings(rows: list[dict]) -> list[str]:
     if {"unet", "unet_squashed"} <= set(by_name):
         unet, squash = by_name["unet"], by_name["unet_squashed"]
         pairs = ", ".join(f"{label} {unet[key]:.3f} against {squash[key]:.3f}" for key, label in RANKED.items())
-        behind = [label for key, label in RANKED.items() if unet[key] < squash[key]]
+        # compared at the three decimals printed, so a reader never sees "0.894 against 0.894" called a trail
+        behind = [label for key, label in RANKED.items() if round(unet[key], 3) < round(squash[key], 3)]
+        equal = [label for key, label in RANKED.items() if round(unet[key], 3) == round(squash[key], 3)]
         lines.append(f"Working-scale U-Net against the 128-px squash: {pairs}; "
-                     + (f"the U-Net trails on {', '.join(behind)}." if behind else "the U-Net scores at least as well on each."))
+                     + (f"the U-Net trails on {', '.join(behind)}" if behind else "the U-Net scores at least as well on each")
+                     + (f" (equal on {', '.join(equal)})." if equal else "."))
     other = next((r for r in rows if r["name"].startswith("unet_") and r["name"].endswith(RULE_ROW_SUFFIX)), None)
     if "unet" in by_name and other:
         unet = by_name["unet"]

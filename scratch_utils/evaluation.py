@@ -379,7 +379,8 @@ def gallery(prepared, predictors: dict, rows: list[dict]):
     return show_photo_predictions(photos, truth_masks, results, titles)
 
 
-def pick_parts(rows: list[dict], defective: int = 3, good: int = 1) -> list[dict]:
-    """The first few defective and good parts of a split, for galleries."""
-    return ([r for r in rows if r["quality"] == "defective"][:defective]
-            + [r for r in rows if r["quality"] == "good"][:good])
+def pick_parts(rows: list[dict], defective: int = 3, good: int = 1, offset: int = 0) -> list[dict]:
+    """A few defective and good parts of a split, for galleries: the first ones after skipping
+    ``offset`` of each kind (so two galleries of one split can show other parts)."""
+    return ([r for r in rows if r["quality"] == "defective"][offset:offset + defective]
+            + [r for r in rows if r["quality"] == "good"][offset:offset + good])

@@ -345,6 +345,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 MASK_ALPHA = 0.8   # a 3-px mask on a whole photo must still read as magenta
 SMALL_REGION = 40  # px: a mask region this small is circled, or a whole photo would hide it
+MANY_REGIONS = 12  # more regions than this in one panel: shaded (calls) or left uncircled (small regions)
 
 
 def _draw_prediction(ax, photo, truth, mask, deciding=None):
@@ -358,7 +359,7 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
         sizes = ndimage.sum_labels(mask, labels, range(1, count + 1))
         touching = set(np.unique(labels[around])) if truth.any() else set()
         small = [k for k, size in enumerate(sizes, start=1) if size <= SMALL_REGION and k not in touching]
-        if small:
+        if 0 < len(small) <= MANY_REGIONS:   # dozens of circles would hide the mask they point at
             ys, xs = np.transpose(ndimage.center_of_mass(mask, labels, small)).reshape(2, -1)
             ax.plot(xs, ys, linestyle="none", marker="o", markersize=16, markerfacecolor="none",
                     markeredgecolor=DEFECT_COLOUR, markeredgewidth=1.8)
@@ -368,8 +369,12 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
         # a ring about 2% of the view out, so a 1-px deciding region of a whole photo still shows;
         # dark under the dashes, so it reads on pale paint too
         around = ndimage.binary_dilation(deciding, disk(max(8, round(0.02 * max(deciding.shape)))))
-        ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=1.3, linestyles="dashed")\
-            .set(path_effects=[patheffects.Stroke(linewidth=3.2, foreground="0.1"), patheffects.Normal()])
+        if ndimage.label(deciding, structure=np.ones((3, 3), bool))[1] > MANY_REGIONS:
+            # dozens of rings would hide the photo: a light yellow veil instead (the title counts them)
+            ax.imshow(np.where(around[..., None], np.array([1.0, 1.0, 0.0, 0.3]), 0.0), interpolation="nearest")
+        else:
+            ax.contour(around.astype(float), levels=[0.5], colors=["yellow"], linewidths=1.3, linestyles="dashed")\
+                .set(path_effects=[patheffects.Stroke(linewidth=3.2, foreground="0.1"), patheffects.Normal()])
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -415,7 +420,8 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
             result = results[row]
             _draw_prediction(axes[row, k], photo[view], truth[view], result.mask[view], result.deciding_regions[view])
             regions = ndimage.label(result.deciding_regions[view], structure=np.ones((3, 3), bool))[1]
-            call = f"; call from {regions} dashed region{'s' * (regions != 1)}" if regions else ""
+            call = (f"; call from {regions} dashed region{'s' * (regions != 1)}" if regions <= MANY_REGIONS
+                    else f"; call from {regions} regions (shaded)") if regions else ""
             if not regions and result.deciding_regions.any():
                 call = "; call from a region outside this zoom"
             axes[row, k].set_title(f"{name}: {call_words(result, truth)}\nmask: "

@@ -229,3 +229,22 @@ def test_the_readmes_real_photo_sentence_states_the_committed_means():
     words = {3: "three", 5: "five", 6: "six"}
     assert (f"over {words[len(by_split)]} splits it leads on {words[leads]} of {words[2 * len(by_split)]} "
             "validation and test scores") in readme
+
+
+def test_the_unet_against_squash_line_calls_equal_what_it_prints_equal():
+    """At the three decimals the line prints, 0.8936 against 0.8941 is "equal", not a trail."""
+    from scratch_utils.compare import rankings
+    base = {"epochs": 8, "test_dice_low": 0.0, "test_dice_high": 1.0}
+    unet = {**base, "name": "unet", "val_dice": 0.55, "test_dice": 0.48, "test_dice_defective_parts": 0.51,
+            "val_auroc": 0.8936, "test_auroc": 0.90}
+    squash = {**base, "name": "unet_squashed", "val_dice": 0.60, "test_dice": 0.59, "test_dice_defective_parts": 0.40,
+              "val_auroc": 0.8941, "test_auroc": 0.89}
+    line = rankings([unet, squash])[-1]
+    assert line.endswith("the U-Net trails on validation Dice, test Dice (equal on validation AUROC).")
+
+
+def test_galleries_of_one_split_can_show_other_parts():
+    from scratch_utils.evaluation import pick_parts
+    rows = [{"stem": f"d{k}", "quality": "defective"} for k in range(6)] + [{"stem": f"g{k}", "quality": "good"} for k in range(4)]
+    assert [r["stem"] for r in pick_parts(rows)] == ["d0", "d1", "d2", "g0"]
+    assert [r["stem"] for r in pick_parts(rows, offset=3)] == ["d3", "d4", "d5", "g3"]
