@@ -116,8 +116,11 @@ def verdict(rows: list[dict]) -> str:
     best = chosen_model(rows)
 
     def rate(row, key):
-        return (f"{row[f'test_{key}']:.0%} (95% interval {row[f'test_{key}_low']:.0%}-"
-                f"{row[f'test_{key}_high']:.0%})")
+        value = row[f"test_{key}"]
+        # 94.7% printed as "95%" would read as the target reached: one decimal where rounding crosses it
+        crosses = key == "located_detection_rate" and (round(value, 2) >= TARGET_DETECTION) != (value >= TARGET_DETECTION)
+        return (f"{value:.1%}" if crosses else f"{value:.0%}") + (f" (95% interval {row[f'test_{key}_low']:.0%}-"
+                                                                    f"{row[f'test_{key}_high']:.0%})")
 
     def meets(false_alarm_limit: float) -> bool:
         return (best["test_located_detection_rate"] >= TARGET_DETECTION

@@ -248,3 +248,13 @@ def test_galleries_of_one_split_can_show_other_parts():
     rows = [{"stem": f"d{k}", "quality": "defective"} for k in range(6)] + [{"stem": f"g{k}", "quality": "good"} for k in range(4)]
     assert [r["stem"] for r in pick_parts(rows)] == ["d0", "d1", "d2", "g0"]
     assert [r["stem"] for r in pick_parts(rows, offset=3)] == ["d3", "d4", "d5", "g3"]
+
+
+def test_the_verdict_never_rounds_a_miss_up_to_the_target(rows):
+    """94.7% caught where the defect is is printed with its decimal, not as the target's 95%."""
+    from scratch_utils.compare import chosen_model, verdict
+    best = chosen_model(rows)
+    shifted = [{**r, "test_located_detection_rate": 0.9469} if r["name"] == best["name"] else r for r in rows]
+    assert "it catches 94.7% (95% interval" in verdict(shifted)
+    shifted = [{**r, "test_located_detection_rate": 0.9735} if r["name"] == best["name"] else r for r in rows]
+    assert "it catches 97% (95% interval" in verdict(shifted)
