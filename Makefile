@@ -4,7 +4,7 @@
 #   make test     every test: unit tests, trainings, the app, each notebook under nbval from
 #                 the built wheel (smoke profile); what CI runs
 # Both create .venv and install the project into it first, at the versions in constraints.txt.
-#   make test-fast  the tests without notebooks, trainings past a few steps or servers: about two
+#   make test-fast  the tests without notebooks, trainings past a few steps or servers: one to two
 #                   minutes, for the edit-test loop
 
 PYTHON ?= python3
