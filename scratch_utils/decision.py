@@ -250,10 +250,11 @@ def detection_curve(predictions, rule: str = "regions", located: bool = True,
 
 
 def false_alarms_at(predictions, rule: str = "regions", target: float = TARGET_DETECTION,
-                    located: bool = True, unreached: float | None = 1.0) -> float | None:
+                    located: bool = True, unreached: float | None = 1.0,
+                    measures=REGION_MEASURES) -> float | None:
     """The lowest false-alarm rate of the decisions reaching ``target`` detection (located, by default);
     ``unreached`` when none does (1.0, flagging every part, for averages; a table says "not reached")."""
-    false_alarms, detections = detection_curve(predictions, rule, located)
+    false_alarms, detections = detection_curve(predictions, rule, located, measures=measures)
     reached = detections >= target - 1e-9
     return float(false_alarms[np.argmax(reached)]) if reached.any() else unreached
 

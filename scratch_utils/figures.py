@@ -348,10 +348,12 @@ SMALL_REGION = 40  # px: a mask region this small is circled, or a whole photo w
 MANY_REGIONS = 12  # more regions than this in one panel: shaded (calls) or left uncircled (small regions)
 
 
-def _draw_prediction(ax, photo, truth, mask, deciding=None):
+def _draw_prediction(ax, photo, truth, mask, deciding=None) -> int:
     """The mask filled in magenta (mostly opaque: at whole-photo size it is a thin line), its small
     regions away from the defect circled, the truth outlined in green a few pixels out (never on top
-    of the mask) and the regions that made the call outlined in dashed yellow further out."""
+    of the mask) and the regions that made the call outlined in dashed yellow further out (shaded
+    when there are more than ``MANY_REGIONS``). Returns how many deciding regions the panel shows."""
+    regions = ndimage.label(deciding, structure=np.ones((3, 3), bool))[1] if deciding is not None else 0
     ax.imshow(overlay(photo, mask, alpha=MASK_ALPHA) if mask is not None else photo, interpolation="nearest")
     around = ndimage.binary_dilation(truth, disk(4)) if truth.any() else truth
     if mask is not None and mask.any():   # small regions away from the truth are circled (at the truth, outlined)
@@ -369,7 +371,7 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
         # a ring about 2% of the view out, so a 1-px deciding region of a whole photo still shows;
         # dark under the dashes, so it reads on pale paint too
         around = ndimage.binary_dilation(deciding, disk(max(8, round(0.02 * max(deciding.shape)))))
-        if ndimage.label(deciding, structure=np.ones((3, 3), bool))[1] > MANY_REGIONS:
+        if regions > MANY_REGIONS:
             # dozens of rings would hide the photo: a light yellow veil instead (the title counts them)
             ax.imshow(np.where(around[..., None], np.array([1.0, 1.0, 0.0, 0.3]), 0.0), interpolation="nearest")
         else:
@@ -377,6 +379,7 @@ def _draw_prediction(ax, photo, truth, mask, deciding=None):
                 .set(path_effects=[patheffects.Stroke(linewidth=3.2, foreground="0.1"), patheffects.Normal()])
     ax.set_xticks([])
     ax.set_yticks([])
+    return regions
 
 
 def call_words(result, truth: np.ndarray, tolerance: int = 2) -> str:
@@ -418,8 +421,8 @@ def show_photo_predictions(photos: list, truths: list, predictions: dict, titles
                                fontsize=10)
         for k, (name, results) in enumerate(predictions.items(), start=1):
             result = results[row]
-            _draw_prediction(axes[row, k], photo[view], truth[view], result.mask[view], result.deciding_regions[view])
-            regions = ndimage.label(result.deciding_regions[view], structure=np.ones((3, 3), bool))[1]
+            regions = _draw_prediction(axes[row, k], photo[view], truth[view], result.mask[view],
+                                       result.deciding_regions[view])
             call = (f"; call from {regions} dashed region{'s' * (regions != 1)}" if regions <= MANY_REGIONS
                     else f"; call from {regions} regions (shaded)") if regions else ""
             if not regions and result.deciding_regions.any():
