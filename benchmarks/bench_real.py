@@ -15,8 +15,10 @@ read. Runs are kept and reused, so the script can be stopped and started again.
 ``--fixed-scales`` adds the working-scale path prepared at each given scale (``prepare --scale``),
 to check that the automatic scale is the best of them or within a seed's noise of it. ``--zooms``
 adds the working-scale path trained with tiles zoomed at random, each axis apart (``train --zoom``):
-the squash's stretch as an augmentation, with the photo kept at its own aspect. ``--split-seeds``
-prepares the folder again with other train/val/test splits (``prepare --seed``), to tell a
+the squash's stretch as an augmentation, with the photo kept at its own aspect. ``--paths`` also
+takes ``"128-px letterbox"`` (the square with the aspect kept and padded) and ``"128-px extent"``
+(each photo scaled to a 128-px square's pixels, aspect kept, then tiled: ``prepare --extent``).
+``--split-seeds`` prepares the folder again with other train/val/test splits (``prepare --seed``), to tell a
 difference between paths from a difference between splits; the main table is split 0's.
 
 Writes ``benchmarks/results/real_<folder name>.json`` and prints the table of ``docs/recipe.md``.
@@ -45,8 +47,10 @@ from scratch_utils.runs import load_run_config  # noqa: E402
 from scratch_utils.train import train_or_reuse  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-PATHS = ("working scale", "128-px squash", "128-px letterbox")
-DEFAULT_PATHS = PATHS[:2]   # the letterbox (aspect kept, padded) separates the squash's distortion from its size
+PATHS = ("working scale", "128-px squash", "128-px letterbox", "128-px extent")
+# The letterbox (aspect kept, padded) separates the squash's distortion from its size; the extent
+# (each photo scaled to the squash's pixels, aspect kept, then tiled) its normalisation per photo.
+DEFAULT_PATHS = PATHS[:2]
 MASK_VERSIONS = ("published", "binarised")
 SCORED = ("dice", "dice_defective_parts", "detection_rate", "located_detection_rate", "false_alarm_rate",
           "auroc", "false_alarms_at_95", "false_alarms_at_95_any")
@@ -86,7 +90,8 @@ def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths
     """Path name -> (prepared folder, its preparation summary), made if missing or out of date
     (a zoomed path trains on the working scale's folder)."""
     plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square}),
-             (PATHS[2], f"prepared-letterbox{square}", {"size": square, "fit": "pad"})]
+             (PATHS[2], f"prepared-letterbox{square}", {"size": square, "fit": "pad"}),
+             (PATHS[3], f"prepared-extent{square}", {"extent": square})]
     plans = [plan for plan in plans if plan[0] in paths or (plan[0] == PATHS[0] and zooms)]
     plans += [(fixed_path(scale), f"prepared-scale{scale:g}", {"scale": scale}) for scale in fixed_scales]
     folders = {path: (root / name, prepare(source, root / name, progress=False, seed=split_seed, **options))
@@ -101,6 +106,8 @@ def run_name(path: str, seed: int) -> str:
         return f"square-s{seed}"
     if path == PATHS[2]:
         return f"letterbox-s{seed}"
+    if path == PATHS[3]:
+        return f"extent-s{seed}"
     if zoom_of(path):
         return f"scaled-zoom{zoom_of(path):g}-s{seed}"
     return f"scale{path.split()[-1]}-s{seed}"
@@ -134,6 +141,8 @@ def run_row(masks: str, path: str, folder: Path, summary: dict, seed: int, runs:
 
 
 def geometry(settings: dict) -> str:
+    if settings.get("extent"):
+        return f"each photo to {settings['extent']} px square's pixels, aspect kept"
     if not settings.get("size"):
         return f"scale {settings['scale']:g}"
     return f"{settings['size']} px square" + (", aspect kept (padded)" if settings.get("fit") == "pad" else "")

@@ -6,7 +6,7 @@ import errno
 import json
 import sys
 
-from .geometry import FITS
+from .geometry import FITS, Geometry
 from .limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_WAIT_S
 
 from .names import DECISION_RULES, ENCODER_WEIGHTS, LOSS_NAMES, MODEL_NAMES, REGION_MEASURES, SPLITS
@@ -26,7 +26,7 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from .preparation import prepare
     summary = prepare(args.source, args.out, fmt=args.format, scale=args.scale,
-                     max_side=args.max_side, size=args.size, fit=args.fit, seed=args.seed,
+                     max_side=args.max_side, size=args.size, fit=args.fit, extent=args.extent, seed=args.seed,
                      workers=args.workers, max_megapixels=args.max_megapixels)
     counts = summary["counts"]
     for entry in summary["skipped"]:
@@ -37,6 +37,8 @@ def _prepare(args) -> int:
     settings, estimate = summary["settings"], summary["settings"].get("scale_estimate")
     if settings.get("size"):
         print(f"geometry: {settings['size']}x{settings['size']} square ({settings['fit']})")
+    elif settings.get("extent"):
+        print(f"geometry: {Geometry.from_dict(settings).describe()}")
     else:
         print(f"geometry: scale {settings['scale']:g}"
               + (f", longer side at most {settings['max_side']} px" if settings.get("max_side") else "")
@@ -177,6 +179,9 @@ def _data_commands(commands) -> None:
                       help="instead of scaling, squash into a SIZE x SIZE square (the earlier projects: 128)")
     prep.add_argument("--fit", default="stretch", choices=FITS,
                       help="with --size: stretch to the square (the earlier projects) or keep the aspect ratio and pad")
+    prep.add_argument("--extent", type=int, default=None,
+                      help="instead of one scale, each photo its own: the pixels of an EXTENT x EXTENT square, "
+                           "aspect ratio kept (for photos framed at different sizes)")
     prep.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     _pixel_budget(prep, "photos over it are skipped and named in preparation.json")

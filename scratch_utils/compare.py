@@ -61,6 +61,8 @@ def comparison_row(name: str, config: dict, metrics: dict) -> dict:
     row = {"name": name, "model": config["model"], "loss": config["loss"], "epochs": config["epochs"],
            "encoder_weights": config.get("encoder_weights") or "",
            "input": (f"{geometry['size']} px square" if geometry.get("size")
+                     else f"{geometry['extent']} px extent per photo, {extra.get('tile_size')} px tiles"
+                     if geometry.get("extent")
                      else f"scale {geometry.get('scale'):g}, {extra.get('tile_size')} px tiles"),
            "parameters": extra.get("parameters"), "train_seconds": extra.get("train_seconds"),
            "train_tiles_per_s": extra.get("train_tiles_per_s"),
@@ -69,7 +71,7 @@ def comparison_row(name: str, config: dict, metrics: dict) -> dict:
            "min_region": point["min_region"], "region_measure": point["region_measure"],
            "rule": point.get("rule", "regions"), "decision": OperatingPoint.from_dict(point).describe(),
            "target_met_on_val": point["target_met"], "detection_target_met_on_val": point["detection_target_met"],
-           "warnings": len(metrics.get("warnings", [])), "improving_at_end": bool(metrics.get("improving_at_end"))}
+           "warnings": len(metrics.get("warnings", [])), "improving_at_end": metrics.get("improving_at_end")}
     return {**row, **split_scores(metrics["val"], metrics["test"])}
 
 
@@ -224,16 +226,33 @@ def summary_lines(rows: list[dict]) -> list[str]:
                 f"[{row['test_located_detection_rate_low']:.0%}, {row['test_located_detection_rate_high']:.0%}] / "
                 f"{row['test_false_alarm_rate']:.0%} [{row['test_false_alarm_rate_low']:.0%}, "
                 f"{row['test_false_alarm_rate_high']:.0%}]")
-    improving = [r["name"] for r in rows if r.get("improving_at_end")]
     return [
         "Test Dice, pooled (per defective part): " + "; ".join(
             f"{r['name']} {r['test_dice']:.2f} ({r['test_dice_defective_parts']:.2f})" for r in rows) + ".",
         f"Caught where the defect is / false alarms on test (target {TARGET_DETECTION:.0%} / "
         f"{TARGET_FALSE_ALARMS:.0%}, 95% intervals): " + "; ".join(pair(r) for r in rows) + ".",
-        ("Still improving when the budget ran out (validation loss lower at the last scored epoch): "
-         + ", ".join(improving) + "." if improving else
-         "No run was still improving at its last scored epoch (its validation loss had stopped falling)."),
+        _trend_line(rows),
     ]
+
+
+def _trend_line(rows: list[dict]) -> str:
+    """Which runs were still improving at their last scored epoch, and for which it is not known."""
+    trained = [r for r in rows if r.get("epochs")]
+    improving = [r["name"] for r in trained if r.get("improving_at_end")]
+    unknown = [r["name"] for r in trained if r.get("improving_at_end") is None]
+    known = len(trained) - len(unknown)
+    if improving:
+        line = ("Still improving when the budget ran out (validation loss lower at the last scored epoch): "
+                + ", ".join(improving) + ".")
+    elif known:
+        line = (("No run scored twice" if unknown else "No run") + " was still improving at its last "
+                "scored epoch (its validation loss had stopped falling).")
+    else:
+        line = ""
+    if unknown:
+        line += (" " if line else "") + ("Not known for " + ", ".join(unknown)
+                                         + " (validation scored once: nothing to compare the last epoch with).")
+    return line
 
 
 def split_resolution(rows: list[dict], split: str = "test") -> str:

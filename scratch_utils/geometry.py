@@ -5,6 +5,10 @@ Two modes (notebook 01):
 - **scale** (the default): the photo keeps its aspect ratio and is resized by ``scale``
   (a fraction of its own resolution), capped so its longer side is at most ``max_side``.
   A 1280x720 photo at scale 0.5 becomes 640x360: a 2-pixel scratch stays a pixel wide.
+  With ``extent`` instead of ``scale``, each photo gets its own scale, the one that gives it
+  the pixels of an ``extent`` x ``extent`` square with its aspect kept: photos framed at
+  different sizes (crops of parts) all reach one size, as the squash brings them, but no
+  axis is stretched more than the other. On one camera's photos it is one scale for all.
 - **square** (the earlier projects' baseline): the photo is squashed (``fit="stretch"``) or letterboxed
   (``fit="pad"``) into a ``size`` x ``size`` square. At 128 px a 1280x720 photo shrinks 10x
   along its width and a hairline scratch is gone.
@@ -40,8 +44,14 @@ class Geometry:
     max_side: int | None = None    # scale mode: cap on the longer side, in pixels
     size: int | None = None        # square mode: side of the square (the earlier projects: 128)
     fit: str = "stretch"           # square mode: stretch or pad
+    extent: int | None = None      # scale mode, per photo: the side of the square whose pixels it gets
 
     def __post_init__(self):
+        if self.extent is not None:
+            if self.size is not None or self.scale is not None:
+                raise ValueError("extent sets each photo's own scale: give it without scale or size")
+            if not 16 <= int(self.extent) <= 4096:
+                raise ValueError(f"extent {self.extent} is out of range (16..4096)")
         if self.size is not None:
             if not 16 <= int(self.size) <= 4096:
                 raise ValueError(f"size {self.size} is out of range (16..4096)")
@@ -58,7 +68,8 @@ class Geometry:
 
     def scale_for(self, width: int, height: int) -> float:
         """The scale a ``width`` x ``height`` photo gets (scale mode)."""
-        scale = float(self.scale or 1.0)
+        scale = (self.extent / float(np.sqrt(width * height)) if self.extent
+                 else float(self.scale or 1.0))
         if self.max_side:
             scale = min(scale, self.max_side / max(width, height))
         return scale
@@ -78,7 +89,10 @@ class Geometry:
     def describe(self) -> str:
         if self.square:
             return f"{self.size}x{self.size} square ({self.fit})"
-        text = f"scale {self.scale:g}" if self.scale else "full resolution"
+        if self.extent:
+            text = f"each photo to the pixels of a {self.extent}-px square, aspect kept"
+        else:
+            text = f"scale {self.scale:g}" if self.scale else "full resolution"
         return text + (f", longer side at most {self.max_side} px" if self.max_side else "")
 
     def as_dict(self) -> dict:
@@ -86,7 +100,7 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Geometry":
-        return cls(**{k: values.get(k) for k in ("scale", "max_side", "size")},
+        return cls(**{k: values.get(k) for k in ("scale", "max_side", "size", "extent")},
                    fit=values.get("fit") or "stretch")
 
 

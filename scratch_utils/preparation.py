@@ -267,17 +267,17 @@ def _counts(scan, items: list, todo: list, state: dict, rows: list[dict], skippe
 
 
 def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto",
-            scale: float | str | None = "auto", max_side: int | None = None,
-            size: int | None = None, fit: str = "stretch", split=(0.8, 0.1, 0.1), seed: int = 0,
-            workers: int | None = None, progress: bool = True,
-            max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> dict:
+            scale: float | str | None = "auto", max_side: int | None = None, size: int | None = None,
+            fit: str = "stretch", extent: int | None = None, split=(0.8, 0.1, 0.1), seed: int = 0,
+            workers: int | None = None, progress: bool = True, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> dict:
     """Prepare SOURCE into OUT (see the module docstring); returns the summary, also written
     to ``preparation.json``.
 
     Geometry: by default (``scale="auto"``) photos keep their aspect ratio and are scaled so
     the narrowest defects stay about a pixel wide (:func:`estimate_scale`); ``scale=0.5``
-    fixes the fraction, ``max_side`` caps the longer side; ``size=128`` instead squashes
-    every photo into the 128-px square (``fit`` stretch or pad), the course's baseline.
+    fixes the fraction, ``max_side`` caps the longer side; ``size=128`` squashes every photo
+    into the 128-px square (``fit`` stretch or pad), the baseline; ``extent=128`` scales each
+    photo to a 128-px square's pixels, aspect kept (:class:`Geometry`).
 
     Raises PrepareError when SOURCE cannot be used at all; bad individual files (and photos
     over ``max_megapixels``, checked from their headers) are skipped and listed in the summary
@@ -285,12 +285,12 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     """
     started = time.perf_counter()
     source, out = _checked_source(source, out, fmt, dict(
-        scale=None if scale == "auto" else scale, max_side=max_side, size=size, fit=fit))
+        scale=None if scale == "auto" else scale, max_side=max_side, size=size, fit=fit, extent=extent))
     scan = scan_source(source)
     if not scan.images and not scan.jsons:
         raise PrepareError(f"SOURCE {source} contains no images or labels")
     detected, scan, items, skipped = discover(source, fmt, scan)
-    geometry, estimate = _geometry(items, scale, max_side, size, fit)
+    geometry, estimate = _geometry(items, scale, max_side, size, fit, extent)
     settings = Settings(geometry=geometry, max_megapixels=max_megapixels)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -328,8 +328,10 @@ def prepare(source: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto"
     return summary
 
 
-def _geometry(items: list[Item], scale, max_side, size, fit) -> tuple[Geometry, dict | None]:
+def _geometry(items: list[Item], scale, max_side, size, fit, extent=None) -> tuple[Geometry, dict | None]:
     """The working geometry asked for, and the automatic scale's estimate when it chose it."""
+    if extent:
+        return Geometry(extent=int(extent), max_side=max_side), None
     estimate = None
     if size is None and scale == "auto":
         estimate = estimate_scale(items)

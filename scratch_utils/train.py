@@ -496,7 +496,8 @@ def _evaluate_and_record(prepared: Prepared, staging: Path, config: TrainConfig,
     losses = [row["val_loss"] for row in read_history(staging / "history.csv") if row["val_loss"] == row["val_loss"]]
     metrics = {"val": scores(val, point), "test": scores(test, point),
                "operating_point": point.as_dict(), "inference_ms_per_photo": inference_ms(best, prepared),
-               "warnings": warnings, "improving_at_end": len(losses) >= 2 and losses[-1] < losses[-2]}
+               # None, not False, after one scored epoch: there is nothing to compare it with
+               "warnings": warnings, "improving_at_end": losses[-1] < losses[-2] if len(losses) >= 2 else None}
     atomic_write_json(staging / "metrics.json", metrics)
     for warning in warnings:
         print(f"warning: {staging.name.lstrip('.').removesuffix('.training')}: {warning}", flush=True)

@@ -114,6 +114,26 @@ def test_max_side_caps_the_longer_side_and_keeps_the_aspect_ratio(tmp_path):
         Geometry(scale=2)
 
 
+def test_extent_gives_each_photo_the_same_pixels_with_its_aspect_kept(tmp_path):
+    root = tmp_path / "src"
+    for name, (w, h) in (("wide", (1000, 500)), ("tall", (300, 900))):
+        write_photo(root / f"{name}.png", width=w, height=h)
+        write_aihub_label(root / f"{name}.json", f"{name}.png", w, h, [defect([10, 10, 60, 10, 60, 40, 10, 40])])
+    report = prepare(root, tmp_path / "out", extent=128, progress=False)
+    assert report["settings"]["extent"] == 128 and report["settings"]["scale"] is None
+    for name, (w, h) in (("wide", (1000, 500)), ("tall", (300, 900))):
+        image = Image.open(tmp_path / "out" / "images" / f"{name}.png")
+        width, height = image.size
+        assert abs(width * height - 128 * 128) < 2 * (width + height), (name, image.size)
+        assert abs(width / height - w / h) < 0.02, "no axis is stretched more than the other"
+        assert Image.open(tmp_path / "out" / "masks" / f"{name}.png").size == image.size
+    prepared = Prepared.open(tmp_path / "out")
+    assert prepared.geometry == Geometry(extent=128), "the run reads back the geometry predict will use"
+    for bad in (dict(extent=128, scale=0.5), dict(extent=128, size=128), dict(extent=8)):
+        with pytest.raises(ValueError, match="extent"):
+            Geometry(**bad)
+
+
 # --------------------------------------------------------------------- tiles
 
 @pytest.mark.parametrize("share", [0.0, 0.3, 1.0])

@@ -159,6 +159,18 @@ def test_notebook_05_prints_the_rankings_of_the_committed_numbers(rows):
         assert line in printed_lines("05_model_comparison.ipynb"), line
 
 
+def test_a_run_scored_once_is_not_called_finished(rows):
+    """One scored epoch gives no trend: the summary says so, and does not call the run finished."""
+    from scratch_utils.compare import summary_lines
+    by_name = {row["name"]: row for row in rows}
+    once = {**by_name["vgg16_unet"], "improving_at_end": None}
+    line = summary_lines([once])[-1]
+    assert "Not known for vgg16_unet" in line and "No run" not in line, line
+    stopped = {**by_name["unet"], "improving_at_end": False}
+    line = summary_lines([once, stopped])[-1]
+    assert line.startswith("No run scored twice was still improving") and "Not known for vgg16_unet" in line
+
+
 def printed_lines(name: str) -> str:
     notebook = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
     return "".join("".join(output.get("text", "")) for cell in notebook["cells"] if cell["cell_type"] == "code"
