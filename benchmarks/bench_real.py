@@ -76,6 +76,15 @@ def fixed_path(scale: float) -> str:
     return f"fixed scale {scale:g}"
 
 
+def extent_path(extent: int) -> str:
+    return f"{extent}-px extent"
+
+
+def extent_of(path: str) -> int:
+    """The extent a path's photos are prepared to (0 for every path but an extent's)."""
+    return int(path.split("-", 1)[0]) if path.endswith("-px extent") else 0
+
+
 def zoom_path(zoom: float) -> str:
     return f"{PATHS[0]}, zoom {zoom:g}"
 
@@ -86,7 +95,7 @@ def zoom_of(path: str) -> float:
 
 
 def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths=DEFAULT_PATHS, zooms=(),
-                   split_seed: int = 0) -> dict:
+                   split_seed: int = 0, extents=()) -> dict:
     """Path name -> (prepared folder, its preparation summary), made if missing or out of date
     (a zoomed path trains on the working scale's folder)."""
     plans = [(PATHS[0], "prepared-auto", {"scale": "auto"}), (PATHS[1], f"prepared-square{square}", {"size": square}),
@@ -94,6 +103,8 @@ def prepared_paths(source: Path, root: Path, square: int, fixed_scales=(), paths
              (PATHS[3], f"prepared-extent{square}", {"extent": square})]
     plans = [plan for plan in plans if plan[0] in paths or (plan[0] == PATHS[0] and zooms)]
     plans += [(fixed_path(scale), f"prepared-scale{scale:g}", {"scale": scale}) for scale in fixed_scales]
+    plans += [(extent_path(extent), f"prepared-extent{extent}", {"extent": extent}) for extent in extents
+              if extent_path(extent) not in paths]
     folders = {path: (root / name, prepare(source, root / name, progress=False, seed=split_seed, **options))
                for path, name, options in plans}
     return {**folders, **{zoom_path(zoom): folders[PATHS[0]] for zoom in zooms}}
@@ -110,6 +121,8 @@ def run_name(path: str, seed: int) -> str:
         return f"extent-s{seed}"
     if zoom_of(path):
         return f"scaled-zoom{zoom_of(path):g}-s{seed}"
+    if extent_of(path):
+        return f"extent{extent_of(path)}-s{seed}"
     return f"scale{path.split()[-1]}-s{seed}"
 
 
@@ -151,6 +164,8 @@ def geometry(settings: dict) -> str:
 def path_order(path: str):
     if path in PATHS:
         return PATHS.index(path), 0.0
+    if extent_of(path):
+        return len(PATHS) - 1, float(extent_of(path))
     return (len(PATHS) + 1, zoom_of(path)) if zoom_of(path) else (len(PATHS), float(path.split()[-1]))
 
 
@@ -211,6 +226,8 @@ def main() -> None:
                         help="also the working-scale path prepared at these scales")
     parser.add_argument("--zooms", nargs="*", type=float, default=[],
                         help="also the working-scale path trained with tiles zoomed at random by up to this share")
+    parser.add_argument("--extents", nargs="*", type=int, default=[],
+                        help="also each photo scaled to this many pixels' square, aspect kept (prepare --extent)")
     parser.add_argument("--split-seeds", nargs="*", type=int, default=[0],
                         help="train/val/test splits to prepare (prepare --seed): split 0 is the main table's")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -221,10 +238,12 @@ def main() -> None:
     for masks, split_seed in [(m, k) for m in args.masks for k in args.split_seeds]:
         root = data_root() / "real" / name / masks / ("" if split_seed == 0 else f"split{split_seed}")
         origin = source if masks == "published" else binarised_copy(source, data_root() / "real" / name / "binarised-source")
-        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths, args.zooms, split_seed)
+        folders = prepared_paths(origin, root, profile.square_size, args.fixed_scales, args.paths, args.zooms,
+                                 split_seed, args.extents)
+        extents = [extent_path(e) for e in args.extents if extent_path(e) not in args.paths]
         for seed in args.seeds:
             for path in (list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]
-                         + [zoom_path(zoom) for zoom in args.zooms]):
+                         + [zoom_path(zoom) for zoom in args.zooms] + extents):
                 rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile, split_seed))
     out = args.out / f"real_{name}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}

@@ -56,12 +56,16 @@ def test_the_real_photo_table_lists_fixed_scales_after_the_named_paths():
             for path, geometry_name in (("fixed scale 0.25", "scale 0.25"), ("working scale, zoom 0.3", "scale 0.5"),
                                         ("128-px squash", "128 px square"),
                                         ("128-px letterbox", "128 px square, aspect kept (padded)"),
+                                        ("80-px extent", "each photo to 80 px square's pixels, aspect kept"),
+                                        ("128-px extent", "each photo to 128 px square's pixels, aspect kept"),
                                         ("working scale", "scale 0.5"))]
     rows = [line for line in markdown_table({"runs": runs}).splitlines()[2:]]
     assert [row.split(" | ")[1] for row in rows] == ["working scale", "128-px squash", "128-px letterbox",
+                                                     "128-px extent", "80-px extent",
                                                      "fixed scale 0.25", "working scale, zoom 0.3"]
     assert [run_name(r["path"], 1) for r in runs] == ["scale0.25-s1", "scaled-zoom0.3-s1", "square-s1", "letterbox-s1",
-                                                      "scaled-s1"]
+                                                      "extent80-s1", "extent-s1", "scaled-s1"]
+    assert geometry({"extent": 80, "scale": None}) == "each photo to 80 px square's pixels, aspect kept"
     assert geometry({"size": 128, "fit": "pad"}) == "128 px square, aspect kept (padded)"
     assert geometry({"size": 128, "fit": "stretch"}) == "128 px square"
     assert geometry({"scale": 0.25}) == "scale 0.25"
