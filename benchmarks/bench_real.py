@@ -176,10 +176,10 @@ def markdown_table(result: dict) -> str:
         low, high, mean = min(values), max(values), float(np.mean(values))
         return fmt(mean) + ("" if low == high else f" ({fmt(low)}-{fmt(high)})")
 
-    lines = ["| masks | path | prepared at | seeds | test Dice | test Dice per defective part | "
+    lines = ["| masks | path | prepared at | seeds | val Dice | test Dice | test Dice per defective part | "
              "test: caught where the defect is / false alarms (val-chosen decision) | "
              "false alarms at 95% caught, any call (val / test) | false alarms at 95% caught where the defect is (val / test) | "
-             "s per run |", "|" + "---|" * 10]
+             "s per run |", "|" + "---|" * 11]
     first = [r for r in result["runs"] if r.get("split_seed", 0) == 0]
     paths = sorted({r["path"] for r in first}, key=path_order)
     for masks in MASK_VERSIONS:
@@ -189,7 +189,8 @@ def markdown_table(result: dict) -> str:
                 continue
             test = [r["test"] for r in mine]
             lines.append(
-                f"| {masks} | {path} | {mine[0]['geometry']} | {len(mine)} | {cell([t['dice'] for t in test])} | "
+                f"| {masks} | {path} | {mine[0]['geometry']} | {len(mine)} | {cell([r['val']['dice'] for r in mine])} | "
+                f"{cell([t['dice'] for t in test])} | "
                 f"{cell([t['dice_defective_parts'] for t in test])} | "
                 f"{cell([t['located_detection_rate'] for t in test], True)} / {cell([t['false_alarm_rate'] for t in test], True)} | "
                 f"{cell([r['val']['false_alarms_at_95_any'] for r in mine], True)} / "
@@ -216,6 +217,15 @@ def split_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The CPU's model name: runs of one seed agree only on one kind of CPU (docs/speed.md)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="photos with labels: paired folders, COCO or AIHub")
@@ -231,6 +241,8 @@ def main() -> None:
     parser.add_argument("--split-seeds", nargs="*", type=int, default=[0],
                         help="train/val/test splits to prepare (prepare --seed): split 0 is the main table's")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--suffix", default="",
+                        help="write real_<folder>_<suffix>.json: a table of its own (one CPU's runs side by side)")
     args = parser.parse_args()
     source, profile = args.folder.expanduser().resolve(), get_profile("default")
     name = source.name
@@ -245,7 +257,7 @@ def main() -> None:
             for path in (list(args.paths) + [fixed_path(scale) for scale in args.fixed_scales]
                          + [zoom_path(zoom) for zoom in args.zooms] + extents):
                 rows.append(run_row(masks, path, *folders[path], seed, root / "runs", profile, split_seed))
-    out = args.out / f"real_{name}.json"
+    out = args.out / (f"real_{name}_{args.suffix}.json" if args.suffix else f"real_{name}.json")
     previous = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     def key(r):
         return r["masks"], r["path"], r["seed"], r.get("split_seed", 0)
@@ -259,7 +271,7 @@ def main() -> None:
     rows.sort(key=lambda r: (r.get("split_seed", 0), MASK_VERSIONS.index(r["masks"]), path_order(r["path"]), r["seed"]))
     result = {"benchmark": "real photos", "folder": name, "profile": profile.name,
               "recipe": profile.train_config("unet").identity(), "scored_on": "the folder's own test split, photo resolution",
-              "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine()}
+              "runs": rows, "cpu_count": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model()}
     atomic_write_json(out, result)
     print(markdown_table(result))
     print(split_table(result))

@@ -53,6 +53,7 @@ def tables() -> dict[str, str]:
                 "decision-default": ("diagnosis_default.json", rules_table),
                 "real-magnetic": ("real_magnetic_tile.json", real_table),
                 "real-magnetic-splits": ("real_magnetic_tile.json", real_split_table),
+                "real-magnetic-extent": ("real_magnetic_tile_extent.json", real_table),
                 "operating-points": ("operating_points.json", operating_points_table)}
     for marker, (name, table) in optional.items():
         if (HERE / "results" / name).is_file():
