@@ -13,6 +13,7 @@ sys.path.insert(0, str(HERE))
 from bench_diagnosis import markdown_table as diagnosis_table  # noqa: E402
 from bench_diagnosis import rules_table  # noqa: E402
 from bench_real import markdown_table as real_table, split_table as real_split_table  # noqa: E402
+from bench_real_head import markdown_table as real_head_table  # noqa: E402
 from bench_operating_points import markdown_table as operating_points_table  # noqa: E402
 from bench_recipe import markdown_table as recipe_table  # noqa: E402
 
@@ -54,6 +55,7 @@ def tables() -> dict[str, str]:
                 "real-magnetic": ("real_magnetic_tile.json", real_table),
                 "real-magnetic-splits": ("real_magnetic_tile.json", real_split_table),
                 "real-magnetic-extent": ("real_magnetic_tile_extent.json", real_table),
+                "real-magnetic-head": ("real_head_magnetic_tile.json", real_head_table),
                 "operating-points": ("operating_points.json", operating_points_table)}
     for marker, (name, table) in optional.items():
         if (HERE / "results" / name).is_file():

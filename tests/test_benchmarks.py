@@ -46,6 +46,34 @@ def test_the_operating_points_benchmark_reads_a_run_and_writes_its_table(run, tm
     assert markdown_table({"models": {"unet": row}}).count("\n") == 2
 
 
+def test_the_real_photo_head_benchmark_fits_a_head_on_a_finished_run_and_only_reads_it(run):
+    """bench_real_head.py on a trained run: both rules chosen on validation and read on test, the run
+    folder byte for byte unchanged, and a table row per rule with the seeds' range."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from conftest import tree_digest
+    from bench_real_head import RULES, head_row, markdown_table
+    run_predictions_kept = {split: (run / "predictions" / f"{split}.npz").is_file() for split in ("val", "test")}
+    assert all(run_predictions_kept.values())          # else reading the run would write its cache
+    before = tree_digest(run)
+    row = head_row({"run": str(run), "seed": 0, "masks": "published", "path": "working scale"})
+    assert tree_digest(run) == before
+    for rule in RULES:
+        for split in ("val", "test"):
+            scored = row["rules"][rule][split]
+            assert 0 <= scored["auroc"] <= 1
+            if scored["false_alarms_at_95"] is not None:        # located at 95% implies caught at 95%
+                assert 0 <= scored["false_alarms_at_95_any"] <= scored["false_alarms_at_95"] <= 1
+    assert row["rules"]["head"]["decision"].startswith("part head")
+    other = json.loads(json.dumps(row))
+    other["seed"], other["rules"]["head"]["val"]["auroc"] = 1, row["rules"]["head"]["val"]["auroc"] / 2
+    lines = markdown_table({"runs": [row, other]}).splitlines()
+    assert len(lines) == 4 and [line.split(" | ")[2] for line in lines[2:]] == ["region rule", "part head"]
+    assert all(line.split(" | ")[3] == "2" for line in lines[2:]) and "-" in lines[3].split(" | ")[4]
+    other["rules"]["head"]["test"]["false_alarms_at_95"], row["rules"]["head"]["test"]["false_alarms_at_95"] = None, 0.25
+    head_line = markdown_table({"runs": [row, other]}).splitlines()[3]
+    assert "/ not reached (1 of 2 seeds: 25%) |" in head_line
+
+
 def test_the_real_photo_table_lists_fixed_scales_after_the_named_paths():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_real import geometry, markdown_table, run_name
