@@ -126,9 +126,10 @@ def main(argv=None) -> int:
                   + ", ".join(f"step {s}: {d:.1e}" for s, d in distances.items())
                   + f"; loss (last 20 steps) {rows[-1]['final_loss']:.4f}", flush=True)
     import tensorflow as tf
+    from bench_real import cpu_model
     result = {"benchmark": "determinism across kernels", "steps": args.steps, "rows": rows,
-              "tensorflow": tf.__version__, "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
-              "machine": platform.machine(), "processor": platform.processor()}
+              "tensorflow": tf.__version__, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
+              "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
