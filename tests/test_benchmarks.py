@@ -64,6 +64,8 @@ def test_the_real_photo_head_benchmark_fits_a_head_on_a_finished_run_and_only_re
             if scored["false_alarms_at_95"] is not None:        # located at 95% implies caught at 95%
                 assert 0 <= scored["false_alarms_at_95_any"] <= scored["false_alarms_at_95"] <= 1
     assert row["rules"]["head"]["decision"].startswith("part head")
+    head_test = row["rules"]["head"]["test"]     # no decision of the head locates more than calling every part
+    assert head_test["located_detection_rate"] <= head_test["locatable"] + 1e-9
     other = json.loads(json.dumps(row))
     other["seed"], other["rules"]["head"]["val"]["auroc"] = 1, row["rules"]["head"]["val"]["auroc"] / 2
     lines = markdown_table({"runs": [row, other]}).splitlines()
