@@ -310,6 +310,8 @@ def mask_caption(truth: np.ndarray, mask: np.ndarray) -> str:
     overlap, so Dice is only 1 or 0) how many pixels the mask covers, which may lie outside
     the zoom. (The mask, not the part's pass/fail call: that rule has its own threshold.)"""
     if truth.any():
+        if not mask.any():        # one wording for an empty mask, on a defect or not
+            return "empty mask (Dice 0.00)"
         overlap = int(np.sum(truth & mask))
         dice = scores_from_counts(overlap, int(mask.sum()) - overlap, int(truth.sum()) - overlap)["dice"]
         return f"Dice {float(dice):.2f}"

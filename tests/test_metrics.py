@@ -267,6 +267,7 @@ def test_mask_captions_say_dice_on_a_defect_and_masked_pixels_on_a_good_part():
     assert mask_caption(T, P) == "Dice 0.50"
     assert mask_caption(empty, empty) == "empty mask"
     assert mask_caption(empty, P) == "2 px masked"   # not "Dice 0.00"
+    assert mask_caption(T, empty) == "empty mask (Dice 0.00)"   # an empty mask is called so on a defect too
 
 
 def test_the_gallery_carries_its_legend_and_names_the_regions_behind_a_false_alarm():
