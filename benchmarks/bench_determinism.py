@@ -90,6 +90,15 @@ def run_setting(name: str, steps: int, folder: Path) -> tuple[Path, float]:
     return out, time.perf_counter() - started
 
 
+def cpu_model() -> str:
+    """The CPU's model name: runs of one seed agree only on one kind of CPU (docs/speed.md)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
 def cpu_flags() -> list[str]:
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
@@ -126,7 +135,6 @@ def main(argv=None) -> int:
                   + ", ".join(f"step {s}: {d:.1e}" for s, d in distances.items())
                   + f"; loss (last 20 steps) {rows[-1]['final_loss']:.4f}", flush=True)
     import tensorflow as tf
-    from bench_real import cpu_model
     result = {"benchmark": "determinism across kernels", "steps": args.steps, "rows": rows,
               "tensorflow": tf.__version__, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
               "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()}

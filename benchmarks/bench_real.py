@@ -45,6 +45,7 @@ from scratch_utils.decision import choose_operating_point, learning_warnings  # 
 from scratch_utils.evaluation import run_predictions, scores  # noqa: E402
 from scratch_utils.runs import load_run_config  # noqa: E402
 from scratch_utils.train import train_or_reuse  # noqa: E402
+from bench_determinism import cpu_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PATHS = ("working scale", "128-px squash", "128-px letterbox", "128-px extent")
@@ -169,13 +170,15 @@ def path_order(path: str):
     return (len(PATHS) + 1, zoom_of(path)) if zoom_of(path) else (len(PATHS), float(path.split()[-1]))
 
 
+def cell(values, percent=False) -> str:
+    """A score's mean over seeds, with its range when the seeds differ at the digits shown."""
+    fmt = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.3f}")
+    low, high, mean = min(values), max(values), float(np.mean(values))
+    return fmt(mean) + ("" if fmt(low) == fmt(high) else f" ({fmt(low)}-{fmt(high)})")
+
+
 def markdown_table(result: dict) -> str:
     """One row per mask version and path: each score's mean over seeds, with its range."""
-    def cell(values, percent=False):
-        fmt = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.3f}")
-        low, high, mean = min(values), max(values), float(np.mean(values))
-        return fmt(mean) + ("" if low == high else f" ({fmt(low)}-{fmt(high)})")
-
     lines = ["| masks | path | prepared at | seeds | val Dice | test Dice | test Dice per defective part | "
              "test: caught where the defect is / false alarms (val-chosen decision) | "
              "false alarms at 95% caught, any call (val / test) | false alarms at 95% caught where the defect is (val / test) | "
@@ -215,15 +218,6 @@ def split_table(result: dict) -> str:
             cells = [f"{mine[k]['val']['dice']:.3f} / {mine[k]['test']['dice']:.3f}" if k in mine else "-" for k in splits]
             lines.append(f"| {masks} | {path} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    """The CPU's model name: runs of one seed agree only on one kind of CPU (docs/speed.md)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def test_the_real_photo_head_benchmark_fits_a_head_on_a_finished_run_and_only_re
     from conftest import tree_digest
     from bench_real_head import RULES, head_row, markdown_table
     run_predictions_kept = {split: (run / "predictions" / f"{split}.npz").is_file() for split in ("val", "test")}
-    assert all(run_predictions_kept.values())          # else reading the run would write its cache
+    assert all(run_predictions_kept.values())          # a finished run, as bench_real leaves it
     before = tree_digest(run)
     row = head_row({"run": str(run), "seed": 0, "masks": "published", "path": "working scale"})
     assert tree_digest(run) == before
