@@ -16,8 +16,12 @@ from bench_real import markdown_table as real_table, split_table as real_split_t
 from bench_real_head import markdown_table as real_head_table  # noqa: E402
 from bench_operating_points import markdown_table as operating_points_table  # noqa: E402
 from bench_recipe import markdown_table as recipe_table  # noqa: E402
+from bench_visibility import markdown_table as visibility_table, visible_table  # noqa: E402
 
 DOC = HERE.parent / "docs" / "recipe.md"
+# The visibility table's rows, in order: the synthetic set's U-Net, then the real photos' two paths.
+VISIBILITY = ("visibility_default_prepared-scaled_val.json", "visibility_magnetic_tile_working_scale_val.json",
+              "visibility_magnetic_tile_squash_val.json")
 
 
 def learning_curve_table(result: dict) -> str:
@@ -60,6 +64,11 @@ def tables() -> dict[str, str]:
     for marker, (name, table) in optional.items():
         if (HERE / "results" / name).is_file():
             found[marker] = table(load(name))
+    visibility = [load(name) for name in VISIBILITY if (HERE / "results" / name).is_file()]
+    if visibility:
+        found["visibility"] = visibility_table(visibility)
+        if "visible" in visibility[0]:
+            found["visible-defects"] = visible_table(visibility[0])
     return found
 
 

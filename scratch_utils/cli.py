@@ -17,7 +17,7 @@ from .sources import FORMATS
 def _synth(args) -> int:
     from .synthetic import generate
     summary = generate(args.out, count=args.count, seed=args.seed, width=args.width,
-                       height=args.height, workers=args.workers)
+                       height=args.height, workers=args.workers, visible=args.visible)
     print(f"wrote {summary['count']} parts ({summary['defective']} defective, "
           f"{summary['good']} good) to {summary['out']}")
     return 0
@@ -164,6 +164,8 @@ def _data_commands(commands) -> None:
     synth.add_argument("--width", type=int, default=1280)
     synth.add_argument("--height", type=int, default=720)
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.add_argument("--visible", action="store_true",
+                       help="draw every defect at least 8 levels from its paint (without it a few are nearly invisible)")
     synth.set_defaults(run=_synth)
 
     prep = commands.add_parser("prepare", help="labelled photos -> masks, resized pairs, splits")

@@ -33,6 +33,12 @@ from .geometry import polygon_area
 from .parallel import parallel_map
 
 GOOD_FRACTION = 0.4
+# A defect drawn with ``visible`` stands at least this many 8-bit levels (the distance of its median
+# colour to the paint's) from the paint around it: four times the camera's noise. Without it, a light scratch can land on
+# white paint, or a dark one on black, a few levels from the paint (benchmarks/bench_visibility.py).
+VISIBLE_LEVELS = 8.0
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LIGHT_SCRATCH, DARK_SCRATCH = np.array([0.88, 0.88, 0.87]) * 0.95, np.array([0.30, 0.30, 0.31]) * 0.7
 
 # Base colours of common car paints (sRGB, 0..1) and whether they are metallic.
 PAINTS = [
@@ -58,6 +64,7 @@ class PartSpec:
     width: int
     height: int
     good_fraction: float = GOOD_FRACTION
+    visible: bool = False          # every defect drawn at least VISIBLE_LEVELS from its paint
 
     @property
     def stem(self) -> str:
@@ -180,7 +187,7 @@ def render_part(spec: PartSpec) -> tuple[np.ndarray, dict, bool]:
     image = _paint(rng, w, h)
     image, panel_region = _seam_and_edge(rng, image, w, h, scale)
     _dust(rng, image, w, h, scale)
-    annotations = _defects(rng, image, w, h, scale) if defective else _panel_label(panel_region, w, h)
+    annotations = _defects(rng, image, w, h, scale, spec.visible) if defective else _panel_label(panel_region, w, h)
     pixels = _camera(rng, image, w, h)
     captured = datetime(2026, 3, 2, 8, 0, 0) + timedelta(seconds=37 * spec.index + 3600 * spec.seed)
     label = {
@@ -256,9 +263,32 @@ def _dust(rng, image: np.ndarray, w: int, h: int, scale: float) -> None:
     _blend(image, speck_alpha * 0.8, (0.12, 0.11, 0.10) if rng.random() < 0.7 else (0.95,) * 3)
 
 
-def _defects(rng, image: np.ndarray, w: int, h: int, scale: float) -> list[dict]:
+def _visible_tone(image: np.ndarray, alpha: np.ndarray, colour, contrast: float) -> tuple[np.ndarray, float]:
+    """A defect's colour and contrast, changed only where it would stand under
+    ``VISIBLE_LEVELS`` from the paint it covers (the distance of the two colours, in 8-bit
+    levels): the other tone (dark on light paint, light on dark) if that shows more, then as
+    much more contrast as the floor asks (at most full)."""
+    covered = alpha >= 0.5 * alpha.max()
+    paint = np.median(image[covered], axis=0)
+    strength = float(np.median(alpha[covered]))
+
+    def levels(tone, amount):
+        return 255 * float(np.linalg.norm(np.asarray(tone) - paint)) * amount * strength
+
+    if levels(colour, contrast) >= VISIBLE_LEVELS:
+        return colour, contrast
+    other = DARK_SCRATCH if float(np.asarray(colour) @ LUMA) > float(paint @ LUMA) else LIGHT_SCRATCH
+    if levels(other, contrast) > levels(colour, contrast):
+        colour = other
+    shown = levels(colour, 1.0)
+    return colour, min(1.0, max(contrast, VISIBLE_LEVELS / shown if shown > 0 else 1.0))
+
+
+def _defects(rng, image: np.ndarray, w: int, h: int, scale: float, visible: bool = False) -> list[dict]:
     """One to three scratches (now and then a scuff), drawn on ``image`` in place; their
-    label annotations, traced a little outside the visible stroke as annotators do."""
+    label annotations, traced a little outside the visible stroke as annotators do. With
+    ``visible``, none is drawn under :data:`VISIBLE_LEVELS` from its paint (the random draws,
+    and so every shape, stay the same)."""
     annotations = []
     n_defects = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
     for _ in range(n_defects):
@@ -286,6 +316,8 @@ def _defects(rng, image: np.ndarray, w: int, h: int, scale: float) -> list[dict]
             fade = np.clip(0.3 + 1.0 * _smooth_noise(rng, w, h, cells=int(
                 rng.integers(8, 40))), 0.35, 1.0)
             alpha = _fill(render_outline, w, h, blur=0.6 * max(scale, 0.5)) * fade
+        if visible:
+            colour, contrast = _visible_tone(image, alpha, colour, contrast)
         _blend(image, alpha * contrast, colour)
         flat = _flat_polygon(outline, w, h)
         area, bbox = _polygon_area_bbox(flat)
@@ -339,13 +371,37 @@ def _write_part(args: tuple[PartSpec, str, int]) -> bool:
     return defective
 
 
+SETTINGS_FILE = ".synthetic.json"   # hidden: sources skip it, so the folder stays an AIHub source
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    """Reuse a folder's parts only if they were generated with these settings (a folder from before
+    the settings were written holds parts drawn without ``visible``); then record them."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        found = json.loads(path.read_text(encoding="utf-8"))
+    elif any((out / "images").iterdir()):
+        found = {**settings, "visible": False}
+    else:
+        found = settings
+    differ = {key: (found.get(key), value) for key, value in settings.items() if found.get(key) != value}
+    if differ:
+        said = ", ".join(f"{key} {old!r} there, {new!r} asked" for key, (old, new) in differ.items())
+        raise ValueError(f"{out} holds parts generated with other settings ({said}): generate into another "
+                         "folder, or delete that one to start again")
+    if not path.is_file():
+        atomic_write_json(path, settings)
+
+
 def generate(out: str | os.PathLike, count: int = 600, seed: int = 0, width: int = 1280,
              height: int = 720, workers: int | None = None, quality: int = 92,
-             progress: bool = True, good_fraction: float = GOOD_FRACTION) -> dict:
+             progress: bool = True, good_fraction: float = GOOD_FRACTION, visible: bool = False) -> dict:
     """Write ``count`` synthetic parts to ``out/images/*.jpg`` and ``out/labels/*.json``.
 
     Existing files are kept (generation is deterministic, so they are the same parts):
-    a re-run only fills in what is missing. Returns a summary dict.
+    a re-run only fills in what is missing. With ``visible``, no defect is drawn under
+    :data:`VISIBLE_LEVELS` from its paint (the same parts otherwise: write them to another
+    folder). Returns a summary dict.
     """
     if count < 1:
         raise ValueError("count must be at least 1")
@@ -356,7 +412,9 @@ def generate(out: str | os.PathLike, count: int = 600, seed: int = 0, width: int
     (out / "labels").mkdir(parents=True, exist_ok=True)
     if not 0 <= good_fraction <= 1:
         raise ValueError(f"good_fraction must be between 0 and 1, got {good_fraction}")
-    specs = [(PartSpec(i, seed, width, height, good_fraction), str(out), quality) for i in range(count)]
+    _check_settings(out, {"seed": seed, "width": width, "height": height, "good_fraction": good_fraction,
+                          "visible": visible, "quality": quality})
+    specs = [(PartSpec(i, seed, width, height, good_fraction, visible), str(out), quality) for i in range(count)]
     defective = sum(parallel_map(_write_part, specs, workers, desc="synthesising parts", unit="part",
                                  progress=progress, min_tasks=2, chunksize=8))
     summary = {"out": str(out), "count": count, "defective": defective,

@@ -115,3 +115,31 @@ def test_the_real_photo_tables_keep_splits_apart():
     assert len(main) == 2 and "| 0.500 | 0.600 |" in main[0]   # val / test Dice; split 1's run is not averaged in
     lines = split_table({"runs": runs}).splitlines()
     assert lines[2] == "| published | working scale | 0.500 / 0.600 | 0.600 / 0.700 |" and len(lines) == 3
+
+
+def test_the_visibility_benchmark_measures_a_defects_contrast_and_what_a_run_makes_of_the_faint(run, prepared):
+    """bench_visibility.py: a stroke 20 levels above noisy grey paint reads about 20 levels, one drawn at the
+    paint's own level under 1; on a prepared set and its run, every defective validation part gets a
+    contrast and the loosest threshold that locates it, and leaving faint parts out only removes parts."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from bench_visibility import FAINT_LEVELS, defect_contrast, part_visibility, run_rows
+    from scratch_utils.dataset import Prepared
+    from scratch_utils.decision import false_alarms_at
+    from scratch_utils.evaluation import run_predictions
+    rng = np.random.default_rng(0)
+    grey = 100 + rng.normal(0, 2, (60, 80))
+    stroke = np.zeros(grey.shape, bool)
+    stroke[28:31, 10:70] = True
+    visible = defect_contrast(np.where(stroke, grey + 20, grey), stroke)
+    assert 18 < visible["levels"] < 22 and visible["cnr"] > 5 and visible["pixels"] == 180
+    assert defect_contrast(grey, stroke)["levels"] < 1
+    prepared = Prepared.open(prepared)
+    rows = [part_visibility(prepared, r) for r in prepared.split("val") if r["quality"] == "defective"]
+    assert rows and all(r["defects"] >= 1 and r["levels"] >= 0 for r in rows)
+    found = run_rows(run, "val", {r["stem"]: r for r in rows})
+    assert len(found["parts"]) == len(rows) and all(0 <= p["loosest_located_threshold"] <= 1 for p in found["parts"])
+    counts = [found["faint_parts_left_out"][str(b)]["defective_parts"] for b in (0, *FAINT_LEVELS)]
+    assert counts[0] == len(rows) and counts == sorted(counts, reverse=True)
+    assert found["faint_parts_left_out"]["0"]["false_alarms_at_95"] == false_alarms_at(
+        run_predictions(run, "val"), "regions", unreached=None)

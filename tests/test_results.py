@@ -270,3 +270,18 @@ def test_the_verdict_never_rounds_a_miss_up_to_the_target(rows):
     assert "it catches 94.7% (95% interval" in verdict(shifted)
     shifted = [{**r, "test_located_detection_rate": 0.9735} if r["name"] == best["name"] else r for r in rows]
     assert "it catches 97% (95% interval" in verdict(shifted)
+
+
+def test_the_readmes_visibility_sentence_states_the_committed_numbers():
+    """The README's line on faint labels quotes benchmarks/results/visibility_default_prepared-scaled_val.json."""
+    result = json.loads((ROOT / "benchmarks" / "results" / "visibility_default_prepared-scaled_val.json").read_text())
+    calls = result["visible"]["calls"]
+
+    def mean_at_95(runs):
+        return sum(r["located"]["0.95"] for r in runs) / len(runs)
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (f"{result['summary']['under_levels']['8']} of the {result['summary']['defective_parts']} defective "
+            "validation parts carry only a defect under 8 levels") in readme
+    assert (f"flags {mean_at_95(calls['visible defects']):.0%} at 95% located against "
+            f"{mean_at_95(calls['as generated']):.0%} (two seeds each") in readme
+    assert len(calls["visible defects"]) == len(calls["as generated"]) == 2

@@ -90,3 +90,42 @@ def test_a_rerun_reads_existing_parts_instead_of_rendering_them(tmp_path, monkey
     monkeypatch.setattr(synthetic, "render_part", no_rendering)
     again = generate(tmp_path, count=6, seed=5, width=160, height=96, workers=1, progress=False)
     assert again == first and tree_digest(tmp_path) == before
+
+
+def test_visible_draws_the_faint_defects_the_default_draws_near_invisible_and_changes_nothing_else():
+    """Validation parts 100 and 25 of the default profile carry a scratch a few levels from its paint
+    (a dark one on black, a light one on pale green): with ``visible`` the same scratch, same label,
+    stands well out; a part whose scratch already shows (part 5: dark on red) is drawn bit for bit alike."""
+    import sys
+    from pathlib import Path
+    from pycocotools import mask as mask_utils
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_visibility import defect_contrast
+    from scratch_utils.synthetic import VISIBLE_LEVELS
+
+    def drawn(index, visible):
+        pixels, label, defective = render_part(PartSpec(index, 1, 1280, 720, 0.62, visible))
+        defects = [mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([a["segmentation"]], 720, 1280))).astype(bool)
+                   for a in label["annotations"]]
+        return pixels, label, max(defect_contrast(pixels, d)["levels"] for d in defects)
+
+    for index in (100, 25):
+        (_, label, faint), (_, same_label, shown) = drawn(index, False), drawn(index, True)
+        assert same_label == label and faint < 5 and shown > 2 * VISIBLE_LEVELS
+    (pixels, _, _), (same_pixels, _, _) = drawn(5, False), drawn(5, True)
+    assert np.array_equal(pixels, same_pixels)
+
+
+def test_a_folder_generated_with_other_settings_is_refused_not_mixed(tmp_path):
+    """Parts are reused by name, so a folder drawn with other settings (another share of good parts,
+    visible defects, or from before the settings were written: not visible) would mix two sets."""
+    import pytest
+    generate(tmp_path / "a", count=2, seed=0, width=160, height=96, workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"a holds parts generated with other settings \(visible False there, True asked\)"):
+        generate(tmp_path / "a", count=2, seed=0, width=160, height=96, workers=1, progress=False, visible=True)
+    with pytest.raises(ValueError, match="good_fraction 0.4 there, 0.7 asked"):
+        generate(tmp_path / "a", count=3, seed=0, width=160, height=96, workers=1, progress=False, good_fraction=0.7)
+    (tmp_path / "a" / ".synthetic.json").unlink()            # a folder from before the settings were written
+    generate(tmp_path / "a", count=3, seed=0, width=160, height=96, workers=1, progress=False)
+    with pytest.raises(ValueError, match="visible False there"):
+        generate(tmp_path / "a", count=3, seed=0, width=160, height=96, workers=1, progress=False, visible=True)
