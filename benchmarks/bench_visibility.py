@@ -35,7 +35,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from pycocotools import mask as mask_utils  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from skimage.morphology import disk  # noqa: E402
 
@@ -75,17 +74,10 @@ def defect_contrast(photo: np.ndarray, defect: np.ndarray, others: np.ndarray | 
 
 def part_visibility(prepared: Prepared, row: dict) -> dict:
     """A defective part's most visible labelled defect (each label annotation is one defect)."""
-    truths = prepared.truths
-    image = truths.images[row["stem"]]
-    height, width = image["height"], image["width"]
-    defects = []
-    for segmentation in truths.annotations.get(image["id"], []):
-        rle = segmentation if isinstance(segmentation, dict) else mask_utils.merge(
-            mask_utils.frPyObjects(segmentation, height, width))
-        mask = mask_utils.decode(rle).astype(bool)
-        if mask.any():
-            defects.append(mask)
-    photo = np.asarray(open_photo(prepared.source_photo(row), declared_size=(width, height))[0], np.float32)
+    image = prepared.truths.images[row["stem"]]
+    defects = prepared.truths.defects(row["stem"])
+    photo = np.asarray(open_photo(prepared.source_photo(row), declared_size=(image["width"], image["height"]))[0],
+                       np.float32)
     union = np.logical_or.reduce(defects) if defects else None
     found = [defect_contrast(photo, d, union & ~d) for d in defects]
     found = [f for f in found if np.isfinite(f["levels"])]

@@ -53,15 +53,24 @@ class TruthMasks:
         for ann in coco["annotations"]:
             self.annotations.setdefault(ann["image_id"], []).append(ann["segmentation"])
 
-    def __call__(self, stem: str) -> np.ndarray:
+    def _rles(self, stem: str) -> tuple[list, int, int]:
+        """One RLE per labelled defect of a photo, and the photo's height and width."""
         image = self.images[stem]
         height, width = image["height"], image["width"]
-        rles = [segmentation if isinstance(segmentation, dict)
-                else mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-                for segmentation in self.annotations.get(image["id"], [])]
+        return ([segmentation if isinstance(segmentation, dict)
+                 else mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+                 for segmentation in self.annotations.get(image["id"], [])], height, width)
+
+    def __call__(self, stem: str) -> np.ndarray:
+        rles, height, width = self._rles(stem)
         if not rles:
             return np.zeros((height, width), dtype=bool)
         return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+    def defects(self, stem: str) -> list[np.ndarray]:
+        """Each labelled defect of a photo as its own mask (the empty ones left out)."""
+        masks = [mask_utils.decode(rle).astype(bool) for rle in self._rles(stem)[0]]
+        return [mask for mask in masks if mask.any()]
 
     def polygons(self, stem: str) -> list:
         """The label polygons of a photo (flat lists at source resolution; none for RLEs)."""

@@ -135,6 +135,8 @@ def test_the_visibility_benchmark_measures_a_defects_contrast_and_what_a_run_mak
     assert 18 < visible["levels"] < 22 and visible["cnr"] > 5 and visible["pixels"] == 180
     assert defect_contrast(grey, stroke)["levels"] < 1
     prepared = Prepared.open(prepared)
+    stem = next(r["stem"] for r in prepared.split("val") if r["quality"] == "defective")
+    assert np.array_equal(np.logical_or.reduce(prepared.truths.defects(stem)), prepared.truths(stem))
     rows = [part_visibility(prepared, r) for r in prepared.split("val") if r["quality"] == "defective"]
     assert rows and all(r["defects"] >= 1 and r["levels"] >= 0 for r in rows)
     found = run_rows(run, "val", {r["stem"]: r for r in rows})
