@@ -87,8 +87,9 @@ def main() -> None:
     if not (Path(args.run) / "model.keras").is_file():
         raise SystemExit(f"no run at {args.run}: run `make report` (or pass --run)")
 
-    source = profile_dir(get_profile("default")) / "synthetic" / "images"
-    photo = sorted(source.glob("*.jpg"))[0].read_bytes()
+    from scratch_utils.dataset import synthetic_source
+    source = synthetic_source(get_profile("default"), progress=False) / "test"
+    photo = sorted(source.rglob("*.jpg"))[0].read_bytes()
     uploads = {"good": multipart(photo, "p.jpg"),
                "bomb": multipart(flat_png_bytes(15000, 10000), "flat.png"),
                "corrupt": multipart(photo[:4000], "cut.jpg")}

@@ -170,17 +170,19 @@ def prepared_folder(profile, source: str | os.PathLike | None = None, square: in
 
 
 def synthetic_source(profile, progress: bool = True) -> Path:
-    """The profile's synthetic AIHub-format set, generated where missing: ``train/``, ``val/`` and
+    """The profile's synthetic AIHub-format set (``synthetic-visible``: no defect drawn fainter than
+    :data:`~scratch_utils.synthetic.VISIBLE_LEVELS` from its paint), generated where missing: ``train/``, ``val/`` and
     ``test/`` folders of parts generated apart (their own seeds and shares of good parts), so
     ``prepare`` keeps those splits and no validation or test part was ever a training part."""
     from . import synthetic
     from .profiles import get_profile, profile_dir
     profile = get_profile(profile) if not hasattr(profile, "name") else profile
-    source = profile_dir(profile) / "synthetic"
+    # Its own folder name: a set drawn before defects were kept visible stays as it was, unused.
+    source = profile_dir(profile) / ("synthetic-visible" if profile.visible_defects else "synthetic")
     width, height = profile.photo_size
     for split, spec in profile.synthetic.items():
         synthetic.generate(source / split, count=spec.count, seed=spec.seed, width=width, height=height,
-                           good_fraction=spec.good_fraction, progress=progress)
+                           good_fraction=spec.good_fraction, progress=progress, visible=profile.visible_defects)
     return source
 
 

@@ -91,6 +91,9 @@ class Profile:
     training: TrainConfig = TrainConfig()  # every model's recipe ...
     vgg16: dict = field(default_factory=dict)   # ... and what the VGG16-U-Net changes in it
     square_size: int = 128                 # the 128-px squash, kept as the comparison's baseline
+    # Every synthetic defect drawn at least synthetic.VISIBLE_LEVELS from its paint: a label no one
+    # could see in the photo measures the generator, not the model (benchmarks/bench_visibility.py).
+    visible_defects: bool = True
 
     def train_config(self, model: str = "unet", encoder_weights: str | None = None, **changes) -> TrainConfig:
         """The profile's recipe for ``model``, with ``changes``. A pretrained VGG16 encoder is

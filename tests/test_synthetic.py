@@ -94,7 +94,7 @@ def test_a_rerun_reads_existing_parts_instead_of_rendering_them(tmp_path, monkey
 
 def test_visible_draws_the_faint_defects_the_default_draws_near_invisible_and_changes_nothing_else():
     """Validation parts 100 and 25 of the default profile carry a scratch a few levels from its paint
-    (a dark one on black, a light one on pale green): with ``visible`` the same scratch, same label,
+    (a dark one on black, a light one on pale paint): with ``visible`` the same scratch, same label,
     stands well out; a part whose scratch already shows (part 5: dark on red) is drawn bit for bit alike."""
     import sys
     from pathlib import Path
@@ -129,3 +129,23 @@ def test_a_folder_generated_with_other_settings_is_refused_not_mixed(tmp_path):
     generate(tmp_path / "a", count=3, seed=0, width=160, height=96, workers=1, progress=False)
     with pytest.raises(ValueError, match="visible False there"):
         generate(tmp_path / "a", count=3, seed=0, width=160, height=96, workers=1, progress=False, visible=True)
+
+
+def test_the_course_draws_its_synthetic_set_visible_in_its_own_folder_beside_an_older_one(tmp_path, monkeypatch):
+    """Every profile's set keeps its defects visible (a label no one can see measures the generator),
+    in ``synthetic-visible``: a set drawn before, in ``synthetic``, is neither refused nor touched."""
+    from dataclasses import replace
+    from scratch_utils.dataset import synthetic_source
+    from scratch_utils.profiles import PROFILES, SyntheticSplit
+    assert all(profile.visible_defects for profile in PROFILES.values())
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path))
+    tiny = replace(PROFILES["smoke"], photo_size=(160, 96),
+                   synthetic={"train": SyntheticSplit(2, 0, 0.0), "val": SyntheticSplit(1, 1, 0.0)})
+    generate(tmp_path / "smoke" / "synthetic" / "train", count=2, seed=0, width=160, height=96, workers=1,
+             progress=False)
+    before = tree_digest(tmp_path / "smoke" / "synthetic")
+    source = synthetic_source(tiny, progress=False)
+    assert source == tmp_path / "smoke" / "synthetic-visible"
+    for split in ("train", "val"):
+        assert json.loads((source / split / ".synthetic.json").read_text())["visible"] is True
+    assert tree_digest(tmp_path / "smoke" / "synthetic") == before
